@@ -1,0 +1,3 @@
+"""brainalign: model-brain alignment of audio representations (Pepino et al., 2025)."""
+
+__version__ = "0.1.0"

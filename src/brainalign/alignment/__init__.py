@@ -1,0 +1,1 @@
+"""Model-brain alignment: nested-CV ridge regression, RDMs and RSA, aggregation."""

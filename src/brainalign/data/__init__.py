@@ -1,0 +1,1 @@
+"""Inputs: stimuli, fMRI datasets, components, folds, HEAR tasks, and fetching them."""

@@ -1,0 +1,1 @@
+"""Downstream evaluation: the paper's layer-weighted MLP probe on HEAR-format tasks."""

@@ -1,0 +1,1 @@
+"""Audio models: the registry, one module per family, and activation extraction."""

@@ -1,0 +1,1 @@
+"""Report: aggregation tables, correlations, figures, the paper."""
