@@ -30,28 +30,40 @@ _NUMPY_ARRAY_GLOBALS = {
 }
 
 _DATAFRAME_GLOBALS = _NUMPY_ARRAY_GLOBALS | {
-    ("builtins", "slice"),
-    ("builtins", "object"),
+    ("builtins", "slice"), ("builtins", "bytearray"), ("builtins", "object"),
+    ("__builtin__", "slice"), ("__builtin__", "bytearray"), ("__builtin__", "object"),
+    ("_codecs", "encode"),
     ("copyreg", "_reconstructor"),
-    ("pandas.core.frame", "DataFrame"),
-    ("pandas.core.series", "Series"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("pandas", "DataFrame"), ("pandas.core.frame", "DataFrame"),
+    ("pandas", "Series"), ("pandas.core.series", "Series"),
+    ("pandas", "Index"), ("pandas.core.indexes.base", "Index"),
+    ("pandas.core.indexes.base", "_new_Index"),
+    ("pandas", "RangeIndex"), ("pandas.core.indexes.range", "RangeIndex"),
+    ("pandas", "Categorical"), ("pandas.core.arrays.categorical", "Categorical"),
+    ("pandas", "CategoricalDtype"), ("pandas.core.dtypes.dtypes", "CategoricalDtype"),
+    ("pandas", "CategoricalIndex"), ("pandas.core.indexes.category", "CategoricalIndex"),
+    ("pandas", "StringDtype"), ("pandas.core.arrays.string_", "StringDtype"),
+    ("pandas.core.arrays.string_", "StringArray"), ("pandas.arrays", "StringArray"),
+    ("pandas.arrays", "ArrowStringArray"),
+    ("pandas.core.arrays.string_arrow", "ArrowStringArray"),
     ("pandas.core.internals.managers", "BlockManager"),
     ("pandas.core.internals.managers", "SingleBlockManager"),
-    ("pandas._libs.internals", "_unpickle_block"),
     ("pandas.core.internals.blocks", "new_block"),
-    ("pandas.core.indexes.base", "_new_Index"),
-    ("pandas.core.indexes.base", "Index"),
-    ("pandas.core.indexes.range", "RangeIndex"),
-    ("pandas.core.indexes.numeric", "Int64Index"),
-    ("pandas.core.indexes.numeric", "Float64Index"),
-    ("pandas.core.arrays.categorical", "Categorical"),
-    ("pandas.core.arrays.categorical", "_reconstruct"),
-    ("pandas.core.indexes.category", "CategoricalIndex"),
-    ("pandas.core.dtypes.dtypes", "CategoricalDtype"),
+    ("pandas._libs.internals", "_unpickle_block"),
     ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
-    ("pandas.core.arrays.string_", "StringArray"),
-    ("pandas.core.arrays.string_", "StringDtype"),
+    ("pyarrow.lib", "_restore_array"), ("pyarrow.lib", "py_buffer"),
+    ("pyarrow.lib", "type_for_alias"),
 }
+
+
+def _legacy_location(module: str, name: str) -> tuple[str, str]:
+    """Map class locations of older pandas (e.g. Int64Index) to current ones, as read_pickle does."""
+    try:
+        from pandas.compat.pickle_compat import _class_locations_map
+    except ImportError:  # pragma: no cover - depends on the pandas version
+        return module, name
+    return _class_locations_map.get((module, name), (module, name))
 
 
 class _JoblibArrayStub:
@@ -73,6 +85,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, to 
         self._where = where
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._allowed and module.startswith("pandas"):
+            module, name = _legacy_location(module, name)
         if (module, name) not in self._allowed:
             raise InputError(
                 self._where,

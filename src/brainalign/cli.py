@@ -1,0 +1,188 @@
+"""The ``brainalign`` command line: one subcommand per pipeline step (DVC stages call these)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from brainalign import __version__
+from brainalign.errors import InputError
+
+app = typer.Typer(
+    help="Score audio models against human auditory cortex (Pepino et al., 2025).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("brainalign")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
+
+
+def git_commit() -> str:
+    """The git commit of the code: $BRAINALIGN_GIT_COMMIT (set in the Docker image) or git."""
+    env = os.environ.get("BRAINALIGN_GIT_COMMIT")
+    if env:
+        return env
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, check=True, timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def version_string() -> str:
+    parts = [f"brainalign {__version__}", f"git {git_commit()}"]
+    lock = os.environ.get("BRAINALIGN_LOCK_SHA256")
+    if lock:
+        parts.append(f"uv.lock sha256 {lock}")
+    return ", ".join(parts)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(version_string())
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True,
+                           help="Print the version and git commit, then exit.")
+    ] = False,
+) -> None:
+    """Score audio models against human auditory cortex (Pepino et al., 2025)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _params(path: Path) -> dict:
+    from brainalign.params import load_params
+
+    return load_params(path)
+
+
+def _layout(params: dict):
+    from brainalign.data.layout import DataLayout, DataParams
+    from brainalign.params import section
+
+    return DataLayout.from_params(section(DataParams, params.get("data"), "data"))
+
+
+@app.command()
+def fetch(
+    params: ParamsOpt = Path("params.yaml"),
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", "-g", help="github | lab | hear (repeatable); default: params data.fetch."),
+    ] = None,
+    mirror: Annotated[
+        Path | None,
+        typer.Option("--mirror", help="Mirror root laid out as <host>/<path>; default $BRAINALIGN_MIRROR."),
+    ] = None,
+    track: Annotated[
+        bool, typer.Option("--dvc/--no-dvc", help="Record data/ in data.dvc afterwards (`dvc add`).")
+    ] = True,
+) -> None:
+    """Fetch the raw inputs into the data root (checksums verified), then simulate if configured."""
+    from brainalign.data.fetch import fetch as do_fetch
+    from brainalign.data.layout import DataParams
+    from brainalign.params import section
+
+    p = _params(params)
+    data = section(DataParams, p.get("data"), "data")
+    groups = tuple(group) if group else data.fetch
+    placed = do_fetch(groups, data.root, mirror)
+    log.info("fetched %d inputs (%s) into %s", len(placed), ", ".join(groups), data.root)
+    if data.fmri == "simulated":
+        _simulate(p)
+    if track:
+        _dvc_track(Path(data.root))
+
+
+def _dvc_track(root: Path) -> None:
+    """Record data/ in data.dvc (and the DVC cache) so DVC versions the raw inputs."""
+    dvc_file = root.with_name(root.name + ".dvc")
+    if not Path(".dvc").is_dir():
+        log.info("not a DVC repository here: skipping `dvc add %s`", root)
+        return
+    before = dvc_file.read_text() if dvc_file.is_file() else None
+    subprocess.run(["dvc", "add", "-q", str(root)], check=True)
+    if dvc_file.read_text() != before:
+        log.warning("%s now records a different version of %s/: commit it", dvc_file, root)
+    else:
+        log.info("%s/ matches %s (tracked and clean)", root, dvc_file)
+
+
+def _simulate(p: dict) -> None:
+    from brainalign.data.components import load_components
+    from brainalign.data.fetch import sha256_of
+    from brainalign.data.simulate import SimulateParams, simulate_release
+    from brainalign.data.stimuli import canonical_names, read_category_labels
+    from brainalign.params import section
+
+    layout = _layout(p)
+    sim = section(SimulateParams, p.get("simulate"), "simulate")
+    comp = load_components(layout.components)
+    labels = read_category_labels(layout.labels_csv)
+    summary = simulate_release(
+        comp, [labels[n] for n in canonical_names()], layout.simulated_root, sim,
+        components_sha256=sha256_of(layout.components),
+    )
+    for name, info in summary.items():
+        log.info("simulated %s: %s (SIMULATED voxels, not the lab's data)", name, info)
+
+
+@app.command()
+def simulate(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Write the simulated NH2015/B2021 stand-ins (lab-release format) from the real components."""
+    _simulate(_params(params))
+
+
+@app.command()
+def check(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Load and validate every configured input; print a one-line summary of each."""
+    from brainalign.data.components import load_components
+    from brainalign.data.fmri import load_voxel_dataset
+    from brainalign.data.folds import load_folds
+    from brainalign.data.stimuli import GITHUB_SAMPLE_RATE, load_stimuli
+
+    layout = _layout(_params(params))
+    stim = load_stimuli(layout.wav_dir, layout.labels_csv, GITHUB_SAMPLE_RATE)
+    typer.echo(f"stimuli: {len(stim)} sounds at {stim.sample_rate} Hz, canonical order")
+    folds = load_folds(layout.folds)
+    typer.echo(f"folds: {len(folds)} sounds, counts {list(map(int, __import__('numpy').bincount(folds)))}")
+    comp = load_components(layout.components)
+    typer.echo(f"components: R {comp.responses.shape}, W {comp.weights.shape}")
+    for name in ("NH2015", "B2021"):
+        ds = load_voxel_dataset(layout.neural(name), name)
+        tag = "SIMULATED" if ds.simulated else "lab release"
+        typer.echo(
+            f"{name}: {ds.n_voxels} voxels, {len(ds.subjects)} subjects, "
+            f"{int((~ds.complete_voxels()).sum())} with NaN ({tag})"
+        )
+
+
+def run() -> None:
+    """Entry point that turns InputError into one clear line and exit code 2."""
+    try:
+        app()
+    except InputError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None

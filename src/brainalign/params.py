@@ -1,0 +1,114 @@
+"""params.yaml: the one place pipeline settings live. Sections are validated into dataclasses.
+
+Every section is a frozen dataclass whose defaults are the paper's protocol; a key that is
+unknown or a value of the wrong type raises one :class:`InputError` naming ``params.yaml: key``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from brainalign.errors import InputError
+
+T = TypeVar("T")
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Read params.yaml into a dict (error naming the file when missing or malformed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "parameter file not found (run from the repository root)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a mapping of sections at the top level")
+    return data
+
+
+def _check(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Validate ``value`` against a type hint; returns the (possibly converted) value."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check(value, arg, key, where)
+            except InputError as exc:
+                errors.append(exc.problem)
+        raise InputError(f"{where}: {key}", " or ".join(errors) or "expected null")
+    if origin is typing.Literal:
+        if value not in args:
+            raise InputError(f"{where}: {key}", f"expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise InputError(f"{where}: {key}", f"expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return tuple(_check(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: {key}", f"expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return section(hint, value, f"{key}", where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{where}: {key}", f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where}: {key}", f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads '1e-10' as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{where}: {key}", f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise InputError(f"{where}: {key}", f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def section(cls: type[T], mapping: dict[str, Any] | None, prefix: str, where: str = "params.yaml") -> T:
+    """Build dataclass ``cls`` from ``mapping`` (a params.yaml section), validating every key."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise InputError(f"{where}: {prefix}", f"expected a mapping, got {mapping!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise InputError(
+            f"{where}: {prefix}.{unknown[0]}", f"unknown key; expected one of {sorted(fields)}"
+        )
+    values = {
+        name: _check(mapping[name], hints[name], f"{prefix}.{name}", where)
+        for name in fields if name in mapping
+    }
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: {prefix}", str(exc)) from None
