@@ -1,4 +1,4 @@
-"""Shared fixtures: the offline mirror of the public inputs (../shared/mirror, or $BRAINALIGN_MIRROR)."""
+"""Shared fixtures: the offline mirror of the public inputs (../shared/mirror, $BRAINALIGN_MIRROR)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NATSOUND = "raw.githubusercontent.com/snormanhaignere/natsound165-neuron2015/b41b99ff620d7997dbf278fc770f58566707726a"
+NATSOUND = (
+    "raw.githubusercontent.com/snormanhaignere/natsound165-neuron2015/"
+    "b41b99ff620d7997dbf278fc770f58566707726a"
+)
 BRAINDNN = "raw.githubusercontent.com/mrpep/braindnn/1222378faacf8bbb5503a0b5de522397adbb1a19"
 
 
@@ -23,7 +26,9 @@ def mirror_root() -> Path:
     """Root of the offline mirror; tests that need the real inputs fail loudly without it."""
     root = _mirror_root()
     if root is None:
-        pytest.fail("offline mirror not found: set BRAINALIGN_MIRROR or place shared/ beside the repo")
+        pytest.fail(
+            "offline mirror not found: set BRAINALIGN_MIRROR or place shared/ beside the repo"
+        )
     return root
 
 

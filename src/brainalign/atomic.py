@@ -1,4 +1,4 @@
-"""Atomic file output: write to a temporary sibling, then rename, so no partial file is ever left."""
+"""Atomic file output: write a temporary sibling, then rename; no partial file is ever left."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
+        prefix=f".{path.name}.",
+        suffix=suffix if suffix is not None else path.suffix,
         dir=path.parent,
     )
     os.close(fd)

@@ -31,12 +31,19 @@ def git_commit() -> str:
         return env
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, check=True, timeout=10,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -61,8 +68,13 @@ def _version(value: bool) -> None:
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True,
-                           help="Print the version and git commit, then exit.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and git commit, then exit.",
+        ),
     ] = False,
 ) -> None:
     """Score audio models against human auditory cortex (Pepino et al., 2025)."""
@@ -90,14 +102,19 @@ def fetch(
     params: ParamsOpt = Path("params.yaml"),
     group: Annotated[
         list[str] | None,
-        typer.Option("--group", "-g", help="github | lab | hear (repeatable); default: params data.fetch."),
+        typer.Option(
+            "--group", "-g", help="github | lab | hear (repeatable); default: params data.fetch."
+        ),
     ] = None,
     mirror: Annotated[
         Path | None,
-        typer.Option("--mirror", help="Mirror root laid out as <host>/<path>; default $BRAINALIGN_MIRROR."),
+        typer.Option(
+            "--mirror", help="Mirror root laid out as <host>/<path>; default $BRAINALIGN_MIRROR."
+        ),
     ] = None,
     track: Annotated[
-        bool, typer.Option("--dvc/--no-dvc", help="Record data/ in data.dvc afterwards (`dvc add`).")
+        bool,
+        typer.Option("--dvc/--no-dvc", help="Record data/ in data.dvc afterwards (`dvc add`)."),
     ] = True,
 ) -> None:
     """Fetch the raw inputs into the data root (checksums verified), then simulate if configured."""
@@ -142,7 +159,10 @@ def _simulate(p: dict) -> None:
     comp = load_components(layout.components)
     labels = read_category_labels(layout.labels_csv)
     summary = simulate_release(
-        comp, [labels[n] for n in canonical_names()], layout.simulated_root, sim,
+        comp,
+        [labels[n] for n in canonical_names()],
+        layout.simulated_root,
+        sim,
         components_sha256=sha256_of(layout.components),
     )
     for name, info in summary.items():
@@ -167,7 +187,9 @@ def check(params: ParamsOpt = Path("params.yaml")) -> None:
     stim = load_stimuli(layout.wav_dir, layout.labels_csv, GITHUB_SAMPLE_RATE)
     typer.echo(f"stimuli: {len(stim)} sounds at {stim.sample_rate} Hz, canonical order")
     folds = load_folds(layout.folds)
-    typer.echo(f"folds: {len(folds)} sounds, counts {list(map(int, __import__('numpy').bincount(folds)))}")
+    typer.echo(
+        f"folds: {len(folds)} sounds, counts {list(map(int, __import__('numpy').bincount(folds)))}"
+    )
     comp = load_components(layout.components)
     typer.echo(f"components: R {comp.responses.shape}, W {comp.weights.shape}")
     for name in ("NH2015", "B2021"):

@@ -1,4 +1,4 @@
-"""The one exception type users see for bad input: it names the file or key and what was expected."""
+"""The one exception type for bad input: it names the file or key and what was expected."""
 
 from __future__ import annotations
 

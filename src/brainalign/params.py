@@ -91,7 +91,9 @@ def _check(value: Any, hint: Any, key: str, where: str) -> Any:
     return value
 
 
-def section(cls: type[T], mapping: dict[str, Any] | None, prefix: str, where: str = "params.yaml") -> T:
+def section(
+    cls: type[T], mapping: dict[str, Any] | None, prefix: str, where: str = "params.yaml"
+) -> T:
     """Build dataclass ``cls`` from ``mapping`` (a params.yaml section), validating every key."""
     if mapping is None:
         mapping = {}
@@ -106,7 +108,8 @@ def section(cls: type[T], mapping: dict[str, Any] | None, prefix: str, where: st
         )
     values = {
         name: _check(mapping[name], hints[name], f"{prefix}.{name}", where)
-        for name in fields if name in mapping
+        for name in fields
+        if name in mapping
     }
     try:
         return cls(**values)

@@ -13,8 +13,12 @@ from brainalign.errors import InputError
 
 COMPONENT_NAMES = ("lowfreq", "highfreq", "envsounds", "pitch", "speech", "music")
 COMPONENT_LABELS = {
-    "lowfreq": "LF", "highfreq": "HF", "envsounds": "Broadband",
-    "pitch": "Pitch", "speech": "Speech", "music": "Music",
+    "lowfreq": "LF",
+    "highfreq": "HF",
+    "envsounds": "Broadband",
+    "pitch": "Pitch",
+    "speech": "Speech",
+    "music": "Music",
 }
 """Short labels as in the paper's Table 1 and Fig. 4."""
 

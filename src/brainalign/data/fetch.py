@@ -20,6 +20,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -36,7 +37,7 @@ GROUPS = ("github", "lab", "hear")
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One external input: where it comes from, its sha256 (None until first download), where it lands."""
+    """One external input: URL, sha256 (None until the first download) and destination."""
 
     group: str
     path: str
@@ -88,8 +89,9 @@ def resolve_mirror(mirror_root: str | Path | None = None) -> Path | None:
         return None
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"${MIRROR_ENV}" if mirror_root is None else root,
-                         f"mirror root {root} is not a folder")
+        raise InputError(
+            f"${MIRROR_ENV}" if mirror_root is None else root, f"mirror root {root} is not a folder"
+        )
     return root
 
 
@@ -97,8 +99,9 @@ def _verify(path: Path, expected: str | None, origin: str) -> str:
     actual = sha256_of(path)
     if expected is not None and actual != expected:
         raise InputError(
-            origin, f"checksum mismatch: expected sha256 {expected}, got {actual} "
-            "(truncated, corrupted or changed upstream)"
+            origin,
+            f"checksum mismatch: expected sha256 {expected}, got {actual} "
+            "(truncated, corrupted or changed upstream)",
         )
     return actual
 
@@ -112,7 +115,10 @@ def _download(entry: RemoteFile, dest: Path, retries: int) -> None:
     base, fname = url.rsplit("/", 1)
     known = f"sha256:{entry.sha256}" if entry.sha256 else None
     fetcher = pooch.create(
-        path=dest.parent, base_url=base + "/", registry={fname: known}, retry_if_failed=retries,
+        path=dest.parent,
+        base_url=base + "/",
+        registry={fname: known},
+        retry_if_failed=retries,
     )
     try:
         downloaded = Path(fetcher.fetch(fname, progressbar=True))
@@ -120,8 +126,9 @@ def _download(entry: RemoteFile, dest: Path, retries: int) -> None:
         raise InputError(url, f"checksum mismatch on download ({exc})") from None
     except (requests.exceptions.RequestException, OSError) as exc:
         raise InputError(
-            url, f"download failed ({type(exc).__name__}); no network? Set ${MIRROR_ENV} to a "
-            "folder laid out as <host>/<path> holding a copy"
+            url,
+            f"download failed ({type(exc).__name__}); no network? Set ${MIRROR_ENV} to a "
+            "folder laid out as <host>/<path> holding a copy",
         ) from None
     if downloaded != dest:
         os.replace(downloaded, dest)
@@ -168,7 +175,10 @@ def record_hash(entry: RemoteFile, sha256: str, registry_path: str | Path | None
     write_text(path, json.dumps(raw, indent=1) + "\n")
     log.warning(
         "recorded sha256 %s for %s in %s (trust on first use): commit this file so every later "
-        "fetch verifies against it", sha256, entry.url, path,
+        "fetch verifies against it",
+        sha256,
+        entry.url,
+        path,
     )
 
 
@@ -176,26 +186,26 @@ def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
     """Unpack a tar archive into ``dest_dir`` atomically, refusing unsafe member paths."""
     archive, dest_dir = Path(archive), Path(dest_dir)
     try:
-        tar = tarfile.open(archive)
-    except (tarfile.TarError, OSError) as exc:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in members:
+                name = PurePosixPath(member.name)
+                if name.is_absolute() or ".." in name.parts:
+                    raise InputError(archive, f"refusing unsafe member path {member.name!r}")
+                if member.issym() or member.islnk() or member.isdev():
+                    raise InputError(archive, f"refusing link or device member {member.name!r}")
+            dest_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
+            try:
+                tar.extractall(tmp, members=members, filter="data")
+                if dest_dir.exists():
+                    shutil.rmtree(dest_dir)
+                os.replace(tmp, dest_dir)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise InputError(archive, f"not a readable tar archive ({exc})") from None
-    with tar:
-        for member in tar.getmembers():
-            name = PurePosixPath(member.name)
-            if name.is_absolute() or ".." in name.parts:
-                raise InputError(archive, f"refusing unsafe member path {member.name!r}")
-            if member.issym() or member.islnk() or member.isdev():
-                raise InputError(archive, f"refusing link or device member {member.name!r}")
-        dest_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
-        try:
-            tar.extractall(tmp, filter="data")
-            if dest_dir.exists():
-                shutil.rmtree(dest_dir)
-            os.replace(tmp, dest_dir)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
     return dest_dir
 
 

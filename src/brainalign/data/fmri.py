@@ -66,7 +66,9 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
-        raise InputError(path, f"not a plain numpy array file ({exc}); object arrays are refused") from None
+        raise InputError(
+            path, f"not a plain numpy array file ({exc}); object arrays are refused"
+        ) from None
     except Exception as exc:
         raise InputError(path, f"not a readable .npy file ({exc})") from None
 
@@ -124,7 +126,9 @@ def load_voxel_dataset(folder: str | Path, name: str) -> VoxelDataset:
     if arr.dtype.kind != "f":
         raise InputError(arr_path, f"expected a float array, got dtype {arr.dtype}")
     stems = _read_stim_order(folder, name)
-    check_canonical(stems, folder / ("neural_stim_meta.npy" if name == "NH2015" else "stim_info_v4.mat"))
+    check_canonical(
+        stems, folder / ("neural_stim_meta.npy" if name == "NH2015" else "stim_info_v4.mat")
+    )
 
     roi_path = folder / "df_roi_meta.pkl"
     roi_df = load_dataframe_pickle(roi_path)
@@ -138,7 +142,9 @@ def load_voxel_dataset(folder: str | Path, name: str) -> VoxelDataset:
         if meta.dtype.names is None or "n_reps" not in meta.dtype.names:
             raise InputError(meta_path, "expected a structured array with an 'n_reps' field")
         if len(meta) != arr.shape[1]:
-            raise InputError(meta_path, f"{len(meta)} records for {arr.shape[1]} voxels in {arr_path.name}")
+            raise InputError(
+                meta_path, f"{len(meta)} records for {arr.shape[1]} voxels in {arr_path.name}"
+            )
         keep = np.asarray(meta["n_reps"]) == N_REPS
     else:
         keep = np.ones(arr.shape[1], dtype=bool)
@@ -149,18 +155,23 @@ def load_voxel_dataset(folder: str | Path, name: str) -> VoxelDataset:
         )
     subject = roi_df["subj_idx"].to_numpy().astype(np.int64)
     roi = np.array(
-        ["" if (isinstance(v, float) and np.isnan(v)) or v is None else str(v)
-         for v in roi_df["roi_label_general"]],
+        [
+            "" if (isinstance(v, float) and np.isnan(v)) or v is None else str(v)
+            for v in roi_df["roi_label_general"]
+        ],
         dtype=object,
     )
     bad_roi = sorted(set(roi) - set(ROI_LABELS) - {""})
     if bad_roi:
-        raise InputError(roi_path, f"unknown roi_label_general values {bad_roi}; expected {ROI_LABELS}")
+        raise InputError(
+            roi_path, f"unknown roi_label_general values {bad_roi}; expected {ROI_LABELS}"
+        )
     all_nan = np.isnan(responses).all(axis=(0, 2))
     if all_nan.any():
         raise InputError(
-            arr_path, f"{int(all_nan.sum())} used voxels hold only NaN (first: voxel "
-            f"{int(np.flatnonzero(all_nan)[0])}); expected responses for every used voxel"
+            arr_path,
+            f"{int(all_nan.sum())} used voxels hold only NaN (first: voxel "
+            f"{int(np.flatnonzero(all_nan)[0])}); expected responses for every used voxel",
         )
     provenance = folder / PROVENANCE_FILE
     simulated = provenance.is_file() and json.loads(provenance.read_text()).get("simulated", False)

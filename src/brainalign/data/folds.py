@@ -30,7 +30,8 @@ def load_folds(path: str | Path) -> np.ndarray:
     counts = np.bincount(folds, minlength=N_FOLDS) if folds.min() >= 0 else None
     if counts is None or len(counts) != N_FOLDS or not np.all(counts == SOUNDS_PER_FOLD):
         raise InputError(
-            path, f"expected values 0..{N_FOLDS - 1} with {SOUNDS_PER_FOLD} sounds each, "
-            f"got counts {np.unique(folds, return_counts=True)}"
+            path,
+            f"expected values 0..{N_FOLDS - 1} with {SOUNDS_PER_FOLD} sounds each, "
+            f"got counts {np.unique(folds, return_counts=True)}",
         )
     return folds

@@ -30,21 +30,35 @@ _NUMPY_ARRAY_GLOBALS = {
 }
 
 _DATAFRAME_GLOBALS = _NUMPY_ARRAY_GLOBALS | {
-    ("builtins", "slice"), ("builtins", "bytearray"), ("builtins", "object"),
-    ("__builtin__", "slice"), ("__builtin__", "bytearray"), ("__builtin__", "object"),
+    ("builtins", "slice"),
+    ("builtins", "bytearray"),
+    ("builtins", "object"),
+    ("__builtin__", "slice"),
+    ("__builtin__", "bytearray"),
+    ("__builtin__", "object"),
     ("_codecs", "encode"),
     ("copyreg", "_reconstructor"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("pandas", "DataFrame"), ("pandas.core.frame", "DataFrame"),
-    ("pandas", "Series"), ("pandas.core.series", "Series"),
-    ("pandas", "Index"), ("pandas.core.indexes.base", "Index"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("pandas", "DataFrame"),
+    ("pandas.core.frame", "DataFrame"),
+    ("pandas", "Series"),
+    ("pandas.core.series", "Series"),
+    ("pandas", "Index"),
+    ("pandas.core.indexes.base", "Index"),
     ("pandas.core.indexes.base", "_new_Index"),
-    ("pandas", "RangeIndex"), ("pandas.core.indexes.range", "RangeIndex"),
-    ("pandas", "Categorical"), ("pandas.core.arrays.categorical", "Categorical"),
-    ("pandas", "CategoricalDtype"), ("pandas.core.dtypes.dtypes", "CategoricalDtype"),
-    ("pandas", "CategoricalIndex"), ("pandas.core.indexes.category", "CategoricalIndex"),
-    ("pandas", "StringDtype"), ("pandas.core.arrays.string_", "StringDtype"),
-    ("pandas.core.arrays.string_", "StringArray"), ("pandas.arrays", "StringArray"),
+    ("pandas", "RangeIndex"),
+    ("pandas.core.indexes.range", "RangeIndex"),
+    ("pandas", "Categorical"),
+    ("pandas.core.arrays.categorical", "Categorical"),
+    ("pandas", "CategoricalDtype"),
+    ("pandas.core.dtypes.dtypes", "CategoricalDtype"),
+    ("pandas", "CategoricalIndex"),
+    ("pandas.core.indexes.category", "CategoricalIndex"),
+    ("pandas", "StringDtype"),
+    ("pandas.core.arrays.string_", "StringDtype"),
+    ("pandas.core.arrays.string_", "StringArray"),
+    ("pandas.arrays", "StringArray"),
     ("pandas.arrays", "ArrowStringArray"),
     ("pandas.core.arrays.string_arrow", "ArrowStringArray"),
     ("pandas.core.internals.managers", "BlockManager"),
@@ -52,13 +66,14 @@ _DATAFRAME_GLOBALS = _NUMPY_ARRAY_GLOBALS | {
     ("pandas.core.internals.blocks", "new_block"),
     ("pandas._libs.internals", "_unpickle_block"),
     ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
-    ("pyarrow.lib", "_restore_array"), ("pyarrow.lib", "py_buffer"),
+    ("pyarrow.lib", "_restore_array"),
+    ("pyarrow.lib", "py_buffer"),
     ("pyarrow.lib", "type_for_alias"),
 }
 
 
 def _legacy_location(module: str, name: str) -> tuple[str, str]:
-    """Map class locations of older pandas (e.g. Int64Index) to current ones, as read_pickle does."""
+    """Map older pandas class locations (e.g. Int64Index) to current ones, as read_pickle does."""
     try:
         from pandas.compat.pickle_compat import _class_locations_map
     except ImportError:  # pragma: no cover - depends on the pandas version

@@ -39,8 +39,12 @@ from brainalign.data.stimuli import N_SOUNDS
 from brainalign.errors import InputError
 
 ROI_OF_COMPONENT = {
-    "lowfreq": "Primary", "highfreq": "Primary", "pitch": "Anterior", "music": "Anterior",
-    "speech": "Lateral", "envsounds": "Posterior",
+    "lowfreq": "Primary",
+    "highfreq": "Primary",
+    "pitch": "Anterior",
+    "music": "Anterior",
+    "speech": "Lateral",
+    "envsounds": "Posterior",
 }
 N_B2021_SOUNDS = 192
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by brainalign simulate (deterministic header)"
@@ -67,7 +71,9 @@ class SimulateParams:
     reliability_high: float = 0.8
     frac_no_roi: float = 0.2
     nh2015: DatasetSim = field(
-        default_factory=lambda: DatasetSim(n_subjects=8, voxels_per_subject=120, frac_incomplete=0.05)
+        default_factory=lambda: DatasetSim(
+            n_subjects=8, voxels_per_subject=120, frac_incomplete=0.05
+        )
     )
     b2021: DatasetSim = field(
         default_factory=lambda: DatasetSim(
@@ -97,7 +103,9 @@ def _outer(resp: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def _responses(signal: np.ndarray, rng: np.random.Generator, p: SimulateParams) -> tuple[np.ndarray, np.ndarray]:
+def _responses(
+    signal: np.ndarray, rng: np.random.Generator, p: SimulateParams
+) -> tuple[np.ndarray, np.ndarray]:
     """Add noise for a per-voxel reliability; returns (responses S x V x 3, reliabilities)."""
     n_vox = signal.shape[1]
     rel = rng.uniform(p.reliability_low, p.reliability_high, size=n_vox)
@@ -120,16 +128,18 @@ def _roi_frame(subject: np.ndarray, rois: np.ndarray, rel: np.ndarray, rng: np.r
     import pandas as pd
 
     n = len(subject)
-    return pd.DataFrame({
-        "subj_idx": subject.astype(np.int64),
-        "hemi": np.where(rng.random(n) < 0.5, "lh", "rh").astype(object),
-        "x_ras": np.round(rng.uniform(-60, 60, n), 3),
-        "y_ras": np.round(rng.uniform(-40, 10, n), 3),
-        "voxel_id": np.arange(n, dtype=np.int64),
-        "kell_r_reliability": np.round(rel, 6),
-        "pearson_r_reliability": np.round(rel, 6),
-        "roi_label_general": rois,
-    }).astype({"hemi": object, "roi_label_general": object})
+    return pd.DataFrame(
+        {
+            "subj_idx": subject.astype(np.int64),
+            "hemi": np.where(rng.random(n) < 0.5, "lh", "rh").astype(object),
+            "x_ras": np.round(rng.uniform(-60, 60, n), 3),
+            "y_ras": np.round(rng.uniform(-40, 10, n), 3),
+            "voxel_id": np.arange(n, dtype=np.int64),
+            "kell_r_reliability": np.round(rel, 6),
+            "pearson_r_reliability": np.round(rel, 6),
+            "roi_label_general": rois,
+        }
+    ).astype({"hemi": object, "roi_label_general": object})
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> None:
@@ -153,32 +163,58 @@ def _write_mat(path: Path, variables: dict) -> None:
     write_bytes(path, bytes(data))
 
 
-def simulate_nh2015(comp: Components, out_dir: Path, p: SimulateParams, rng: np.random.Generator,
-                    categories: list[str]) -> dict:
+def simulate_nh2015(
+    comp: Components,
+    out_dir: Path,
+    p: SimulateParams,
+    rng: np.random.Generator,
+    categories: list[str],
+) -> dict:
     ds = p.nh2015
     n_used = ds.n_subjects * ds.voxels_per_subject
     n_extra = int(round(ds.frac_incomplete * n_used))
-    cols = rng.choice(comp.weights.shape[1], size=n_used + n_extra, replace=n_used + n_extra > comp.weights.shape[1])
+    cols = rng.choice(
+        comp.weights.shape[1],
+        size=n_used + n_extra,
+        replace=n_used + n_extra > comp.weights.shape[1],
+    )
     weights = comp.weights[:, cols]
     signal = p.gain * _outer(comp.responses, weights)
     resp, rel = _responses(signal, rng, p)
-    subject = np.concatenate([
-        np.repeat(np.arange(1, ds.n_subjects + 1), ds.voxels_per_subject),
-        rng.integers(1, ds.n_subjects + 1, size=n_extra),
-    ])
+    subject = np.concatenate(
+        [
+            np.repeat(np.arange(1, ds.n_subjects + 1), ds.voxels_per_subject),
+            rng.integers(1, ds.n_subjects + 1, size=n_extra),
+        ]
+    )
     n_reps = np.full(n_used + n_extra, N_REPS)
     n_reps[n_used:] = rng.integers(1, N_REPS, size=n_extra)
     for v in range(n_used, n_used + n_extra):
-        resp[:, v, n_reps[v]:] = np.nan
+        resp[:, v, n_reps[v] :] = np.nan
     # Interleave the incomplete voxels with the used ones, as in a real voxel list.
-    order = np.argsort(np.concatenate([np.arange(n_used), rng.uniform(0, n_used, n_extra)]), kind="stable")
-    resp, subject, n_reps, weights, rel = resp[:, order], subject[order], n_reps[order], weights[:, order], rel[order]
+    order = np.argsort(
+        np.concatenate([np.arange(n_used), rng.uniform(0, n_used, n_extra)]), kind="stable"
+    )
+    resp, subject, n_reps, weights, rel = (
+        resp[:, order],
+        subject[order],
+        n_reps[order],
+        weights[:, order],
+        rel[order],
+    )
     used = n_reps == N_REPS
 
-    meta = np.zeros(n_used + n_extra, dtype=[
-        ("subj_idx", "<i8"), ("hemi", "S2"), ("x_ras", "<f8"), ("y_ras", "<f8"),
-        ("voxel_id", "<i8"), ("n_reps", "<i8"),
-    ])
+    meta = np.zeros(
+        n_used + n_extra,
+        dtype=[
+            ("subj_idx", "<i8"),
+            ("hemi", "S2"),
+            ("x_ras", "<f8"),
+            ("y_ras", "<f8"),
+            ("voxel_id", "<i8"),
+            ("n_reps", "<i8"),
+        ],
+    )
     meta["subj_idx"] = subject
     meta["voxel_id"] = np.arange(n_used + n_extra)
     meta["n_reps"] = n_reps
@@ -188,8 +224,16 @@ def simulate_nh2015(comp: Components, out_dir: Path, p: SimulateParams, rng: np.
     meta["x_ras"][used], meta["y_ras"][used] = frame["x_ras"], frame["y_ras"]
     frame["voxel_id"] = np.flatnonzero(used)
 
-    stim = np.zeros(N_SOUNDS, dtype=[("id", "<i8"), ("filename", "S64"), ("name", "S64"),
-                                     ("duration_s", "<f8"), ("category", "S16")])
+    stim = np.zeros(
+        N_SOUNDS,
+        dtype=[
+            ("id", "<i8"),
+            ("filename", "S64"),
+            ("name", "S64"),
+            ("duration_s", "<f8"),
+            ("category", "S16"),
+        ],
+    )
     stim["id"] = np.arange(N_SOUNDS)
     stim["filename"] = [f"{n}.wav".encode() for n in comp.stimuli]
     stim["name"] = [n.split("_", 1)[1].encode() for n in comp.stimuli]
@@ -200,12 +244,20 @@ def simulate_nh2015(comp: Components, out_dir: Path, p: SimulateParams, rng: np.
     _write_npy(out_dir / "voxel_features_meta.npy", meta)
     _write_npy(out_dir / "neural_stim_meta.npy", stim)
     _write_pickle(out_dir / "df_roi_meta.pkl", frame)
-    return {"n_voxels_total": int(n_used + n_extra), "n_voxels_used": int(n_used),
-            "n_subjects": ds.n_subjects}
+    return {
+        "n_voxels_total": int(n_used + n_extra),
+        "n_voxels_used": int(n_used),
+        "n_subjects": ds.n_subjects,
+    }
 
 
-def simulate_b2021(comp: Components, out_dir: Path, p: SimulateParams, rng: np.random.Generator,
-                   categories: list[str]) -> dict:
+def simulate_b2021(
+    comp: Components,
+    out_dir: Path,
+    p: SimulateParams,
+    rng: np.random.Generator,
+    categories: list[str],
+) -> dict:
     ds = p.b2021
     n_vox = ds.n_subjects * ds.voxels_per_subject
     cols = rng.choice(comp.weights.shape[1], size=n_vox, replace=n_vox > comp.weights.shape[1])
@@ -228,7 +280,9 @@ def simulate_b2021(comp: Components, out_dir: Path, p: SimulateParams, rng: np.r
     frame = _roi_frame(subject, _rois(weights, p.frac_no_roi), rel, rng)
     frame["coord_id"] = np.arange(n_vox, dtype=np.int64)
     frame["shared_by"] = np.ones(n_vox, dtype=np.int64)
-    names = list(comp.stimuli) + [f"music_extra_{i:02d}" for i in range(1, N_B2021_SOUNDS - N_SOUNDS + 1)]
+    names = list(comp.stimuli) + [
+        f"music_extra_{i:02d}" for i in range(1, N_B2021_SOUNDS - N_SOUNDS + 1)
+    ]
     cat_names = sorted(set(categories))
     cats = list(categories) + ["Music"] * (N_B2021_SOUNDS - N_SOUNDS)
     stim_info = {
@@ -236,7 +290,9 @@ def simulate_b2021(comp: Components, out_dir: Path, p: SimulateParams, rng: np.r
         "category_idx": np.array([cat_names.index(c) + 1 for c in cats], dtype=np.float64),
         "fmri_stim_num": np.arange(1, N_B2021_SOUNDS + 1, dtype=np.float64),
         "duration_s": np.full(N_B2021_SOUNDS, 2.0),
-        "source": np.array(["NH2015"] * N_SOUNDS + ["B2021"] * (N_B2021_SOUNDS - N_SOUNDS), dtype=object),
+        "source": np.array(
+            ["NH2015"] * N_SOUNDS + ["B2021"] * (N_B2021_SOUNDS - N_SOUNDS), dtype=object
+        ),
         "is_music": np.array([c in ("Music", "Song") for c in cats], dtype=np.float64),
         "rms": np.ones(N_B2021_SOUNDS),
         "stim_names": np.array(names, dtype=object),
@@ -246,15 +302,22 @@ def simulate_b2021(comp: Components, out_dir: Path, p: SimulateParams, rng: np.r
     _write_npy(out_dir / "voxel_features_meta.npy", np.arange(n_vox, dtype=np.int64))
     _write_pickle(out_dir / "df_roi_meta.pkl", frame)
     _write_mat(out_dir / "stim_info_v4.mat", {"stim_info": stim_info})
-    return {"n_voxels_total": int(n_vox), "n_voxels_with_nan": int(n_nan),
-            "n_subjects": ds.n_subjects, "nan_subjects": sorted(int(s) for s in nan_subj)}
+    return {
+        "n_voxels_total": int(n_vox),
+        "n_voxels_with_nan": int(n_nan),
+        "n_subjects": ds.n_subjects,
+        "nan_subjects": sorted(int(s) for s in nan_subj),
+    }
 
 
 def simulate_release(
-    comp: Components, categories: list[str], out_root: str | Path, params: SimulateParams,
+    comp: Components,
+    categories: list[str],
+    out_root: str | Path,
+    params: SimulateParams,
     components_sha256: str,
 ) -> dict:
-    """Write simulated ``neural/NH2015`` and ``neural/B2021`` under ``out_root``; returns a summary."""
+    """Write simulated ``neural/NH2015`` and ``neural/B2021`` under ``out_root``."""
     if len(categories) != N_SOUNDS:
         raise InputError("categories", f"expected {N_SOUNDS} labels, got {len(categories)}")
     out_root = Path(out_root)
@@ -288,4 +351,3 @@ def split_half_reliability(responses: np.ndarray) -> np.ndarray:
             y = responses[:, :, b] - responses[:, :, b].mean(0)
             rs.append((x * y).sum(0) / np.sqrt((x * x).sum(0) * (y * y).sum(0)))
     return np.mean(rs, axis=0)
-

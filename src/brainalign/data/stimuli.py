@@ -23,8 +23,17 @@ from brainalign.errors import InputError
 _STIM_RE = re.compile(r"^stim(\d+)_([A-Za-z0-9_\-]+)$")
 
 CATEGORY_COUNTS = {
-    "Music": 24, "Song": 11, "EngSpeech": 10, "ForSpeech": 7, "HumVoc": 13, "HumNonVoc": 15,
-    "AniVoc": 10, "AniNonVoc": 5, "Nature": 4, "Mechanical": 39, "EnvSound": 27,
+    "Music": 24,
+    "Song": 11,
+    "EngSpeech": 10,
+    "ForSpeech": 7,
+    "HumVoc": 13,
+    "HumNonVoc": 15,
+    "AniVoc": 10,
+    "AniNonVoc": 5,
+    "Nature": 4,
+    "Mechanical": 39,
+    "EnvSound": 27,
 }
 """Sounds per category in the GitHub copy's category_labels.csv (data-formats.md)."""
 
@@ -34,7 +43,7 @@ N_SOUNDS = 165
 
 
 def stimulus_id(name: str) -> int:
-    """Numeric id of a stimulus stem such as ``stim5_alarm_clock`` (a ``.wav`` suffix is allowed)."""
+    """Numeric id of a stimulus stem such as ``stim5_alarm_clock`` (``.wav`` suffix allowed)."""
     stem = name.removesuffix(".wav")
     match = _STIM_RE.match(stem)
     if match is None:
@@ -97,8 +106,9 @@ def read_category_labels(path: str | Path) -> dict[str, str]:
             stimulus_id(stem)
             if category not in CATEGORY_COUNTS:
                 raise InputError(
-                    path, f"line {lineno}: unknown category {category!r}; "
-                    f"expected one of {sorted(CATEGORY_COUNTS)}"
+                    path,
+                    f"line {lineno}: unknown category {category!r}; "
+                    f"expected one of {sorted(CATEGORY_COUNTS)}",
                 )
             labels[stem] = category
     check_canonical(canonical_sort(list(labels)), path)
@@ -137,7 +147,9 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     import torch
     import torchaudio.functional as taf
 
-    out = taf.resample(torch.from_numpy(np.asarray(audio, dtype=np.float32)), orig_rate, target_rate)
+    out = taf.resample(
+        torch.from_numpy(np.asarray(audio, dtype=np.float32)), orig_rate, target_rate
+    )
     return out.numpy().astype(np.float32, copy=False)
 
 

@@ -66,5 +66,7 @@ def load_activations(path: str | Path) -> Activations:
     stimuli = tuple(meta["stimuli"])
     for name, arr in layers.items():
         if arr.ndim != 2 or arr.shape[0] != len(stimuli):
-            raise InputError(path, f"layer {name!r} has shape {arr.shape}, expected ({len(stimuli)}, dim)")
+            raise InputError(
+                path, f"layer {name!r} has shape {arr.shape}, expected ({len(stimuli)}, dim)"
+            )
     return Activations(model=meta["model"], layers=layers, stimuli=stimuli, meta=meta)

@@ -1,0 +1,39 @@
+# brainalign: `make demo` and `make test` are the only commands a fresh machine needs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+BIN := $(VENV)/bin
+# Offline copy of the public GitHub inputs laid out by URL (README "Data"); used when present.
+BRAINALIGN_MIRROR ?= $(if $(wildcard ../shared/mirror/SHA256SUMS),$(abspath ../shared/mirror),)
+export BRAINALIGN_MIRROR
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup test lint demo repro fetch clean help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.synced: pyproject.toml uv.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv sync --frozen
+	touch $@
+
+setup: $(BIN)/.synced ## Create .venv from uv.lock (exact versions, hashes checked)
+
+test: setup ## Run the test suite
+	$(BIN)/python -m pytest
+
+lint: setup ## ruff
+	$(BIN)/ruff check src tests benchmarks
+
+fetch: setup ## Fetch the configured inputs into data/ (mirror first) and track them in data.dvc
+	$(BIN)/brainalign fetch
+
+demo: fetch ## The embedded default, offline, CPU: dvc repro of params.yaml
+	$(BIN)/dvc repro
+
+clean: ## Remove build outputs (keeps data/ and the DVC cache)
+	rm -rf build results .pytest_cache .ruff_cache

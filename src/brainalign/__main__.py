@@ -1,0 +1,5 @@
+"""``python -m brainalign`` runs the command line."""
+
+from brainalign.cli import run
+
+run()

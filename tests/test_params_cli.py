@@ -1,0 +1,114 @@
+"""params.yaml validation and the command line (help, version, fetch, one-line errors)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from brainalign.cli import app
+from brainalign.data.layout import DataParams
+from brainalign.data.simulate import SimulateParams
+from brainalign.errors import InputError
+from brainalign.params import load_params, section
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_params_validate():
+    params = load_params(REPO / "params.yaml")
+    assert section(DataParams, params["data"], "data").fmri == "simulated"
+    sim = section(SimulateParams, params["simulate"], "simulate")
+    assert sim.nh2015.n_subjects == 8 and sim.b2021.n_subjects == 20
+
+
+@pytest.mark.parametrize(
+    ("mapping", "key", "message"),
+    [
+        ({"seed": "seven"}, "simulate.seed", "expected an integer"),
+        (
+            {"nh2015": {"n_subjects": 8.5, "voxels_per_subject": 3}},
+            "simulate.nh2015.n_subjects",
+            "expected an integer",
+        ),
+        ({"gain": [1]}, "simulate.gain", "expected a number"),
+        ({"sede": 1}, "simulate.sede", "unknown key"),
+        ({"reliability_low": 0.9, "reliability_high": 0.5}, "simulate", "reliability_low"),
+    ],
+)
+def test_malformed_values_name_the_key(mapping, key, message):
+    with pytest.raises(InputError, match=message) as err:
+        section(SimulateParams, mapping, "simulate")
+    assert str(err.value).startswith(f"params.yaml: {key}")
+
+
+def test_literal_choices():
+    with pytest.raises(
+        InputError, match=r"params.yaml: data.fmri: expected one of \['simulated', 'lab'\]"
+    ):
+        section(DataParams, {"fmri": "real"}, "data")
+
+
+def test_yaml_syntax_error(tmp_path):
+    (tmp_path / "params.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"fetch", "simulate", "check"} <= set(commands)
+    for name in commands:
+        out = runner.invoke(app, [name, "--help"])
+        assert out.exit_code == 0, name
+        assert "Usage" in out.output
+
+
+def test_version_prints_git_commit():
+    out = subprocess.run(
+        [sys.executable, "-m", "brainalign", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout.strip()
+    assert out.startswith("brainalign ") and head in out
+
+
+def test_fetch_and_check_in_a_fresh_folder(tmp_path, mirror_root):
+    """The demo's fetch, end to end through the CLI, outside a DVC repository."""
+    params = (REPO / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(params)
+    env_cmd = [sys.executable, "-m", "brainalign"]
+    run = subprocess.run(
+        env_cmd + ["fetch", "--mirror", str(mirror_root)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "SIMULATED" in run.stderr
+    check = subprocess.run(env_cmd + ["check"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert "NH2015: 960 voxels, 8 subjects, 0 with NaN (SIMULATED)" in check.stdout
+    assert "B2021: 1200 voxels, 20 subjects, 6 with NaN (SIMULATED)" in check.stdout
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
+    (tmp_path / "params.yaml").write_text("data:\n  fmri: real\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "brainalign", "check"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "error: params.yaml: data.fmri: expected one of ['simulated', 'lab'], got 'real'"
+    ]
