@@ -1,4 +1,4 @@
-"""Shared fixtures: the offline mirror of the public inputs (../shared/mirror, $BRAINALIGN_MIRROR)."""
+"""Shared fixtures: the offline mirror of the public inputs (../shared/mirror by default)."""
 
 from __future__ import annotations
 
