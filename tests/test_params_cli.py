@@ -112,3 +112,20 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     assert run.stderr.strip().splitlines() == [
         "error: params.yaml: data.fmri: expected one of ['simulated', 'lab'], got 'real'"
     ]
+
+
+def test_model_weights_dependencies_point_at_the_verified_files():
+    """params.yaml `models.<name>.weights` (a DVC dependency) is the file the registry verifies."""
+    from brainalign.models.registry import get_spec, model_names, weights_file
+
+    params = load_params(REPO / "params.yaml")
+    for name, entry in params["models"].items():
+        assert name in model_names()
+        found = weights_file(name)
+        declared = Path(entry["weights"])
+        if found is None:  # untrained: the module that builds it
+            assert declared.parts[:3] == ("src", "brainalign", "models"), name
+            assert (REPO / declared).is_file(), name
+            assert get_spec(name).training == "untrained", name
+        elif (REPO / ".venv").resolve() in found[0].resolve().parents:
+            assert (REPO / declared).resolve() == found[0].resolve(), name

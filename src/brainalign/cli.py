@@ -201,6 +201,137 @@ def check(params: ParamsOpt = Path("params.yaml")) -> None:
         )
 
 
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name (see `brainalign models`).")]
+BUILD = Path("build")
+
+
+def _run_models(params: dict) -> list[str]:
+    """The run's model names: the keys of params.yaml ``models``."""
+    models = params.get("models")
+    if not isinstance(models, dict) or not models:
+        raise InputError("params.yaml: models", "expected a mapping of model name -> {weights: path}")
+    return list(models)
+
+
+def _extract_section(params: dict) -> dict:
+    section_ = dict(params.get("extract") or {})
+    section_["models"] = _run_models(params)
+    return section_
+
+
+def _activations(model: str) -> Path:
+    return BUILD / "activations" / f"{model}.npz"
+
+
+def _write_metrics(kind: str, name: str, metrics: dict) -> Path:
+    """Per-step metrics for `dvc metrics` (build/metrics/<kind>/<name>.json)."""
+    from brainalign.atomic import write_json
+
+    path = BUILD / "metrics" / kind / f"{name}.json"
+    write_json(path, metrics)
+    return path
+
+
+def _datasets(params: dict) -> dict:
+    """NH2015 and B2021 of the configured source, loaded and validated."""
+    from brainalign.data.fmri import load_voxel_dataset
+
+    layout = _layout(params)
+    return {name: load_voxel_dataset(layout.neural(name), name) for name in ("NH2015", "B2021")}
+
+
+@app.command()
+def models() -> None:
+    """List every registered model (name, family, training, rate, layers)."""
+    from brainalign.models.registry import get_spec, model_names
+
+    for name in model_names():
+        spec = get_spec(name)
+        typer.echo(
+            f"{name:20s} {spec.family:14s} {spec.training:16s} {spec.sample_rate:6d} Hz  "
+            f"{len(spec.layers)} layers"
+        )
+
+
+@app.command()
+def extract(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
+    """Run one model on the 165 sounds: one time-averaged vector per layer and sound (NPZ)."""
+    from brainalign.models.extract import run_extract
+
+    p = _params(params)
+    if model not in _run_models(p):
+        raise InputError("--model", f"{model!r} is not in params.yaml models: {_run_models(p)}")
+    layout = _layout(p)
+    info = run_extract(model, layout.wav_dir, layout.labels_csv, _activations(model),
+                       _extract_section(p))
+    # Timings are logged, not recorded as metrics: two runs must give identical metrics.
+    _write_metrics("extract", model, {
+        "model": info["model"], "n_sounds": info["n_sounds"],
+        "layer_dims": info["layer_dims"], "weights_sha256": info.get("weights_sha256"),
+    })
+    log.info("extracted %s: %d layers in %.1f s", model, len(info["layers"]), info["seconds"])
+
+
+@app.command()
+def regress(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
+    """Nested-CV ridge of one model on NH2015, B2021 and the six NH2015 components."""
+    from brainalign.alignment.stages import run_regression
+    from brainalign.data.components import load_components
+    from brainalign.data.folds import load_folds
+
+    p = _params(params)
+    layout = _layout(p)
+    folds = load_folds(layout.folds)
+    targets = {**_datasets(p), "NH2015comp": load_components(layout.components)}
+    out = BUILD / "regression" / model
+    summary: dict = {"model": model, "simulated_voxels": layout.fmri == "simulated"}
+    for name, target in targets.items():
+        log.info("regression: %s on %s", model, name)
+        summary[name] = run_regression(_activations(model), target, folds, p.get("regression"),
+                                       out / name)
+    _write_metrics("regression", model, _headline_regression(summary))
+
+
+def _headline_regression(summary: dict) -> dict:
+    keep = {"model", "simulated_voxels"}
+    out = {k: summary[k] for k in keep}
+    for name in ("NH2015", "B2021"):
+        m = summary[name]
+        out[name] = {k: m[k] for k in ("mean_r2", "sem_r2", "n_subjects") if k in m}
+    comp = summary["NH2015comp"]
+    out["NH2015comp"] = comp.get("r2", comp)
+    return out
+
+
+@app.command()
+def rsa(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
+    """Layer-wise (max over layers) and cross-validated RSA of one model on NH2015 and B2021."""
+    from brainalign.alignment.stages import run_rsa
+    from brainalign.data.folds import load_folds
+
+    p = _params(params)
+    layout = _layout(p)
+    folds = load_folds(layout.folds)
+    summary: dict = {"model": model, "simulated_voxels": layout.fmri == "simulated"}
+    for name, ds in _datasets(p).items():
+        log.info("RSA: %s on %s", model, name)
+        summary[name] = run_rsa(_activations(model), ds, folds, p.get("rsa"),
+                                BUILD / "rsa" / model / name)
+    _write_metrics("rsa", model, summary)
+
+
+@app.command()
+def topline(params: ParamsOpt = Path("params.yaml")) -> None:
+    """RSA noise ceiling: each subject's RDM vs the mean RDM of the other subjects."""
+    from brainalign.alignment.stages import run_topline
+
+    p = _params(params)
+    summary: dict = {"simulated_voxels": _layout(p).fmri == "simulated"}
+    for name, ds in _datasets(p).items():
+        summary[name] = run_topline(ds, p.get("rsa"), BUILD / "topline" / name)
+    _write_metrics("topline", "topline", summary)
+
+
 def run() -> None:
     """Entry point that turns InputError into one clear line and exit code 2."""
     try:
