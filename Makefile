@@ -10,7 +10,10 @@ BRAINALIGN_MIRROR ?= $(if $(wildcard ../shared/mirror/SHA256SUMS),$(abspath ../s
 export BRAINALIGN_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup test lint demo repro fetch clean help
+TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
+	texlive-fonts-recommended lmodern
+
+.PHONY: setup tex test lint demo repro fetch clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,7 +26,13 @@ $(BIN)/.synced: pyproject.toml uv.lock
 
 setup: $(BIN)/.synced ## Create .venv from uv.lock (exact versions, hashes checked)
 
-test: setup ## Run the test suite
+tex: ## Install TeX Live + latexmk from Debian (for the paper stage) unless latexmk is present
+	@command -v latexmk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES); }
+
+test: setup tex ## Run the test suite
 	$(BIN)/python -m pytest
 
 lint: setup ## ruff
@@ -32,7 +41,7 @@ lint: setup ## ruff
 fetch: setup ## Fetch the configured inputs into data/ (mirror first) and track them in data.dvc
 	$(BIN)/brainalign fetch
 
-demo: fetch ## The embedded default, offline, CPU: dvc repro of params.yaml
+demo: fetch tex ## The embedded default, offline, CPU: dvc repro of params.yaml
 	$(BIN)/dvc repro
 
 clean: ## Remove build outputs (keeps data/ and the DVC cache)

@@ -201,7 +201,9 @@ def check(params: ParamsOpt = Path("params.yaml")) -> None:
         )
 
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name (see `brainalign models`).")]
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Model name (see `brainalign models`).")
+]
 BUILD = Path("build")
 
 
@@ -209,7 +211,9 @@ def _run_models(params: dict) -> list[str]:
     """The run's model names: the keys of params.yaml ``models``."""
     models = params.get("models")
     if not isinstance(models, dict) or not models:
-        raise InputError("params.yaml: models", "expected a mapping of model name -> {weights: path}")
+        raise InputError(
+            "params.yaml: models", "expected a mapping of model name -> {weights: path}"
+        )
     return list(models)
 
 
@@ -262,13 +266,20 @@ def extract(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     if model not in _run_models(p):
         raise InputError("--model", f"{model!r} is not in params.yaml models: {_run_models(p)}")
     layout = _layout(p)
-    info = run_extract(model, layout.wav_dir, layout.labels_csv, _activations(model),
-                       _extract_section(p))
+    info = run_extract(
+        model, layout.wav_dir, layout.labels_csv, _activations(model), _extract_section(p)
+    )
     # Timings are logged, not recorded as metrics: two runs must give identical metrics.
-    _write_metrics("extract", model, {
-        "model": info["model"], "n_sounds": info["n_sounds"],
-        "layer_dims": info["layer_dims"], "weights_sha256": info.get("weights_sha256"),
-    })
+    _write_metrics(
+        "extract",
+        model,
+        {
+            "model": info["model"],
+            "n_sounds": info["n_sounds"],
+            "layer_dims": info["layer_dims"],
+            "weights_sha256": info.get("weights_sha256"),
+        },
+    )
     log.info("extracted %s: %d layers in %.1f s", model, len(info["layers"]), info["seconds"])
 
 
@@ -287,8 +298,9 @@ def regress(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     summary: dict = {"model": model, "simulated_voxels": layout.fmri == "simulated"}
     for name, target in targets.items():
         log.info("regression: %s on %s", model, name)
-        summary[name] = run_regression(_activations(model), target, folds, p.get("regression"),
-                                       out / name)
+        summary[name] = run_regression(
+            _activations(model), target, folds, p.get("regression"), out / name
+        )
     _write_metrics("regression", model, _headline_regression(summary))
 
 
@@ -315,8 +327,9 @@ def rsa(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     summary: dict = {"model": model, "simulated_voxels": layout.fmri == "simulated"}
     for name, ds in _datasets(p).items():
         log.info("RSA: %s on %s", model, name)
-        summary[name] = run_rsa(_activations(model), ds, folds, p.get("rsa"),
-                                BUILD / "rsa" / model / name)
+        summary[name] = run_rsa(
+            _activations(model), ds, folds, p.get("rsa"), BUILD / "rsa" / model / name
+        )
     _write_metrics("rsa", model, summary)
 
 
@@ -330,6 +343,198 @@ def topline(params: ParamsOpt = Path("params.yaml")) -> None:
     for name, ds in _datasets(p).items():
         summary[name] = run_topline(ds, p.get("rsa"), BUILD / "topline" / name)
     _write_metrics("topline", "topline", summary)
+
+
+@app.command("build-tasks")
+def build_tasks(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Build the offline HEAR-format mini tasks (nat165-category, synth-pitch, synth-multilabel)."""
+    from brainalign.downstream.stages import run_build_mini_tasks
+
+    p = _params(params)
+    layout = _layout(p)
+    counts = run_build_mini_tasks(
+        layout.wav_dir, layout.labels_csv, layout.folds, layout.tasks, p.get("mini_tasks")
+    )
+    log.info("built mini tasks under %s: %s", layout.tasks, counts)
+
+
+@app.command()
+def downstream(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
+    """Probe one model on the configured HEAR-format tasks (16-config grid, k-fold rules)."""
+    from brainalign.downstream.config import DownstreamConfig
+    from brainalign.downstream.embeddings import seed_cache_from_activations
+    from brainalign.downstream.hear_tasks import load_task
+    from brainalign.downstream.mini_tasks import NAT165
+    from brainalign.downstream.stages import run_downstream
+    from brainalign.models.activations import load_activations
+    from brainalign.models.extract import parse_config, registry_embedder
+
+    p = _params(params)
+    layout = _layout(p)
+    cfg = DownstreamConfig.from_params(p.get("downstream"))
+    embed, rate = registry_embedder(model, parse_config(_extract_section(p)))
+    out = BUILD / "downstream" / model
+    cache = out / "embeddings"
+    if NAT165 in cfg.tasks and _activations(model).is_file():
+        acts = load_activations(_activations(model))
+        task = load_task(layout.tasks / NAT165, cfg.unseen_labels)
+        seed_cache_from_activations(task, acts.layers, acts.stimuli, model, rate, cache)
+    scores = run_downstream(
+        model, embed, rate, layout.tasks, None, out, p.get("downstream"), cache_dir=cache
+    )
+    _write_metrics("downstream", model, {"model": model, **scores})
+
+
+@app.command()
+def overall(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Overall downstream score: each task's score z-scored across the run's models, averaged."""
+    from brainalign.downstream.stages import run_overall
+
+    p = _params(params)
+    files = {m: BUILD / "downstream" / m / "metrics.json" for m in _run_models(p)}
+    result = run_overall(files, BUILD / "overall" / "overall.json")
+    _write_metrics("downstream", "overall", result)
+
+
+REPORT = BUILD / "report"
+
+
+def _table(params: dict):
+    """The aggregate table written by `brainalign aggregate`."""
+    import pandas as pd
+
+    path = REPORT / "models.parquet"
+    if not path.is_file():
+        raise InputError(path, "aggregate table not found (run `brainalign aggregate`)")
+    return pd.read_parquet(path)
+
+
+def _tasks(params: dict) -> list[str]:
+    from brainalign.downstream.config import DownstreamConfig
+
+    return list(DownstreamConfig.from_params(params.get("downstream")).tasks)
+
+
+@app.command()
+def aggregate(params: ParamsOpt = Path("params.yaml")) -> None:
+    """One tidy table of every model of the run (CSV + Parquet) and headline metrics."""
+    from brainalign.atomic import atomic_path, write_json
+    from brainalign.report.aggregate import aggregate as build_table
+    from brainalign.report.aggregate import headline, topline
+
+    p = _params(params)
+    table = build_table(_run_models(p), BUILD / "metrics", BUILD / "overall" / "overall.json")
+    top = topline(BUILD / "metrics")
+    with atomic_path(REPORT / "models.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.10g")
+    with atomic_path(REPORT / "models.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    write_json(REPORT / "topline.json", top)
+    write_json(BUILD / "metrics" / "report.json", headline(table, top))
+    log.info("aggregate table: %d models x %d columns", *table.shape)
+
+
+@app.command()
+def correlate(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Table 1 (LaTeX + CSV) and Figs. 3, 6 and S2: alignment vs downstream correlations."""
+    from brainalign.atomic import atomic_path, write_text
+    from brainalign.report import figures, published
+    from brainalign.report.correlations import correlation_table
+    from brainalign.report.tables import table1_latex, table1_wide
+
+    p = _params(params)
+    table = _table(p)
+    simulated = bool(table["simulated_voxels"].any())
+    tasks = _tasks(p)
+    columns = {t: f"dsz_{t}" for t in tasks} | {"Overall": "overall"}
+    corr = correlation_table(table, list(published.MEASURES), columns)
+    with atomic_path(REPORT / "correlations.csv") as tmp:
+        corr.to_csv(tmp, index=False, float_format="%.10g")
+    wide = table1_wide(corr, published.MEASURE_LABELS, list(columns))
+    with atomic_path(REPORT / "table1.csv") as tmp:
+        wide.to_csv(tmp, index=False, float_format="%.10g")
+    caption = (
+        "Pearson r between each alignment measure and each downstream score (task z-scores and "
+        "Overall) over the models of this run; cells shaded by two-sided p (dark: p < .01, "
+        "light: p < .05); row maximum in bold."
+        + (" Computed on SIMULATED voxels (embedded default)." if simulated else "")
+    )
+    write_text(
+        REPORT / "table1.tex", table1_latex(corr, published.MEASURE_LABELS, list(columns), caption)
+    )
+    figures.figure3(table, REPORT / "fig3", simulated)
+    figures.figure6(table, REPORT / "fig6", simulated)
+    figures.figure_s2(table, REPORT / "figS2", simulated)
+
+
+@app.command("figures")
+def figures_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Figs. 2 and 4: alignment per model (regression, RSA, components)."""
+    import json
+
+    from brainalign.report import figures
+
+    p = _params(params)
+    table = _table(p)
+    simulated = bool(table["simulated_voxels"].any())
+    top = json.loads((REPORT / "topline.json").read_text())
+    figures.figure2(table, top, REPORT / "fig2", simulated)
+    figures.figure4(table, REPORT / "fig4", simulated)
+
+
+@app.command()
+def compare(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Reproduced vs published: every published number with a counterpart in this run."""
+    import json
+
+    from brainalign.atomic import atomic_path, write_text
+    from brainalign.report.compare import compare as build_compare
+    from brainalign.report.compare import compare_latex
+
+    p = _params(params)
+    table = _table(p)
+    top = json.loads((REPORT / "topline.json").read_text())
+    simulated = bool(table["simulated_voxels"].any())
+    rows = build_compare(table, _tasks(p), simulated, top)
+    with atomic_path(REPORT / "reproduced_vs_published.csv") as tmp:
+        rows.to_csv(tmp, index=False, float_format="%.10g")
+    write_text(REPORT / "reproduced_vs_published.tex", compare_latex(rows, simulated))
+
+
+@app.command()
+def paper(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Build paper/brainalign.tex into build/paper/brainalign.pdf with latexmk (TeX Live)."""
+    import shutil
+
+    from brainalign.atomic import write_text
+    from brainalign.report.paper import provenance_tex
+
+    p = _params(params)
+    table = _table(p)
+    out = (BUILD / "paper").resolve()
+    write_text(out / "provenance.tex", provenance_tex(table, _tasks(p), git_commit()))
+    latexmk = shutil.which("latexmk")
+    if latexmk is None:
+        raise InputError("latexmk", "not found: install TeX Live with `make tex` (Debian packages)")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1"}
+    run_ = subprocess.run(
+        [
+            latexmk,
+            "-pdf",
+            "-interaction=nonstopmode",
+            "-halt-on-error",
+            f"-outdir={out}",
+            "brainalign.tex",
+        ],
+        cwd="paper",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if run_.returncode != 0:
+        log.error("%s", run_.stdout[-3000:])
+        raise InputError("paper/brainalign.tex", f"latexmk failed (log: {out / 'brainalign.log'})")
+    log.info("paper: %s", out / "brainalign.pdf")
 
 
 def run() -> None:

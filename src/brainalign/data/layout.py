@@ -16,6 +16,7 @@ class DataParams:
     root: str = "data"
     fetch: tuple[str, ...] = ("github",)
     fmri: Literal["simulated", "lab"] = "simulated"
+    tasks: str = "build/tasks"
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,11 @@ class DataLayout:
 
     root: Path
     fmri: str = "simulated"
+    tasks: Path = Path("build/tasks")
 
     @classmethod
     def from_params(cls, p: DataParams) -> DataLayout:
-        return cls(Path(p.root), p.fmri)
+        return cls(Path(p.root), p.fmri, Path(p.tasks))
 
     @property
     def wav_dir(self) -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,6 +171,7 @@ def extract_activations(
     sample_rate: int,
     names: Sequence[str],
     config: ExtractConfig | None = None,
+    progress: bool = True,
 ) -> Activations:
     """Run one model over ``audio`` (mono float arrays at ``sample_rate``) -> Activations.
 
@@ -210,7 +211,8 @@ def extract_activations(
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in layers}
     with torch.inference_mode():
         for idx in tqdm(_batches([c.size for c in clips], config.batch_size),
-                        desc=f"extract {spec.name}", unit="batch", leave=False):
+                        desc=f"extract {spec.name}", unit="batch", leave=False,
+                        disable=not progress):
             batch = torch.from_numpy(np.stack([clips[i] for i in idx])).to(runner.device)
             out = runner.forward(batch, layers)
             for key in layers:
@@ -268,3 +270,22 @@ def run_extract(
         "weights_sha256": weights.get("sha256"),
         "output_sha256": sha256_file(out_path),
     }
+
+
+def registry_embedder(
+    name: str, config: ExtractConfig | None = None
+) -> tuple[Callable[[list[np.ndarray], int], dict[str, np.ndarray]], int]:
+    """(embed, sample_rate) for the downstream probe: every candidate layer, time-averaged.
+
+    ``embed(audio_list, sample_rate)`` takes clips at the model's rate (the returned rate) and
+    runs the same extraction as the ``extract`` stage.
+    """
+    config = config or ExtractConfig()
+    runner = build_runner(name, config)
+
+    def embed(audio: list[np.ndarray], sample_rate: int) -> dict[str, np.ndarray]:
+        names = [f"clip{i}" for i in range(len(audio))]
+        return extract_activations(runner, audio, sample_rate, names, config,
+                                   progress=False).layers
+
+    return embed, runner.sample_rate
