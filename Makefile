@@ -44,5 +44,10 @@ fetch: setup ## Fetch the configured inputs into data/ (mirror first) and track 
 demo: fetch tex ## The embedded default, offline, CPU: dvc repro of params.yaml
 	$(BIN)/dvc repro
 
+repro: setup tex ## The paper: switch params.yaml to the paper profile, fetch lab + HEAR data, dvc repro
+	$(BIN)/brainalign profile paper
+	$(BIN)/brainalign fetch
+	$(BIN)/dvc repro
+
 clean: ## Remove build outputs (keeps data/ and the DVC cache)
 	rm -rf build results .pytest_cache .ruff_cache

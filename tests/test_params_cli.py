@@ -129,3 +129,31 @@ def test_model_weights_dependencies_point_at_the_verified_files():
             assert get_spec(name).training == "untrained", name
         elif (REPO / ".venv").resolve() in found[0].resolve().parents:
             assert (REPO / declared).resolve() == found[0].resolve(), name
+
+
+def test_paper_profile_refuses_until_its_models_exist(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    run = subprocess.run([sys.executable, "-m", "brainalign", "profile", "paper"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "36 of its models are not in the registry yet" in run.stderr
+    assert (tmp_path / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
+
+
+def test_paper_profile_rewrites_params(tmp_path, monkeypatch):
+    import yaml
+
+    import brainalign.models.registry as registry
+
+    paper = yaml.safe_load((REPO / "src/brainalign/profiles/paper.yaml").read_text())
+    assert len(paper["models"]) == 36
+    monkeypatch.setattr(registry, "model_names", lambda: list(paper["models"]))
+    monkeypatch.setattr(registry, "weights_file", lambda name: None)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    result = CliRunner().invoke(app, ["profile", "paper", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    params = load_params(tmp_path / "params.yaml")
+    assert params["data"]["fmri"] == "lab" and params["data"]["fetch"] == ["github", "lab", "hear"]
+    assert list(params["models"]) == paper["models"]
+    assert params["downstream"]["tasks"][0] == "nsynth_pitch-v2.2.3-50h"
+    assert params["regression"] == load_params(REPO / "params.yaml")["regression"]

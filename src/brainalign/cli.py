@@ -537,6 +537,48 @@ def paper(params: ParamsOpt = Path("params.yaml")) -> None:
     log.info("paper: %s", out / "brainalign.pdf")
 
 
+@app.command()
+def profile(
+    name: Annotated[str, typer.Argument(help="paper (the only profile besides the default)")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Rewrite params.yaml for a named configuration (`git checkout params.yaml` restores the demo)."""
+    from importlib import resources
+
+    import yaml
+
+    from brainalign.atomic import write_text
+    from brainalign.models.registry import model_names
+
+    source = resources.files("brainalign.profiles").joinpath(f"{name}.yaml")
+    if not source.is_file():
+        raise InputError("profile", f"unknown profile {name!r}; expected 'paper'")
+    overrides = yaml.safe_load(source.read_text())
+    p = _params(params)
+    missing = [m for m in overrides.get("models", []) if m not in model_names()]
+    if missing:
+        raise InputError(
+            f"profile {name}",
+            f"{len(missing)} of its models are not in the registry yet: {missing[:4]}... "
+            "(register them with their weight URLs and checksums first)",
+        )
+    from brainalign.models.registry import weights_file
+
+    for key, value in overrides.items():
+        if key == "models":
+            p["models"] = {}
+            for m in value:
+                found = weights_file(m)
+                weights = os.path.relpath(found[0]) if found else "src/brainalign/models"
+                p["models"][m] = {"weights": weights}
+        elif isinstance(value, dict):
+            p.setdefault(key, {}).update(value)
+        else:
+            p[key] = value
+    write_text(params, yaml.safe_dump(p, sort_keys=False))
+    log.info("params.yaml now holds the %s configuration", name)
+
+
 def run() -> None:
     """Entry point that turns InputError into one clear line and exit code 2."""
     try:

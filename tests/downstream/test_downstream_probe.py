@@ -207,6 +207,17 @@ def test_trainvaltest_uses_best_valid_config(toy_trainvaltest: Path) -> None:
     assert res["score"] == res["grid"][res["chosen_index"]]["test"]["top1_acc"]
 
 
+def test_max_input_dim_reduces_wide_equal_layers(toy_trainvaltest: Path) -> None:
+    """The CPU-budget option (not in the paper): equal-size layers wider than the cap get PCA."""
+    task = load_task(toy_trainvaltest)
+    emb = compute_embeddings(task, "toy", band_embedder(proj_dim=12), 16_000, progress=False)
+    ds = task.data_splits()[0]
+    assert prepare_split(task, emb, ds).pca_components is None  # the paper's rule
+    capped = prepare_split(task, emb, ds, max_input_dim=8)
+    assert capped.pca_components == 8 and capped.x_train.shape[-1] == 8
+    assert prepare_split(task, emb, ds, max_input_dim=64).pca_components is None
+
+
 def test_two_runs_identical_and_workers_do_not_change_results(toy_kfold: Path) -> None:
     task = load_task(toy_kfold)
     emb = compute_embeddings(task, "toy", band_embedder(), 16_000, progress=False)

@@ -98,7 +98,9 @@ class DownstreamConfig:
     with other processes made 2 threads 5-10x slower here) and makes CPU runs reproducible.
     ``workers``: probe fits run in that many forked CPU processes (results are identical to
     ``workers: 1``; ignored on CUDA). ``embed_batch_size``: clips per call of the embedder.
-    ``device``: ``auto`` = CUDA when available. ``metrics_backend``: ``auto`` = heareval when
+    ``max_input_dim``: not in the paper (None keeps its rule); layers wider than this get the
+    per-layer PCA too (see :func:`probe.prepare_split`). ``device``: ``auto`` = CUDA when
+    available. ``metrics_backend``: ``auto`` = heareval when
     importable. ``unseen_labels``: ``warn`` | ``error`` (see hear_tasks). ``tasks``: default task
     folder names when the stage is called without an explicit list.
     """
@@ -118,6 +120,7 @@ class DownstreamConfig:
     num_threads: int | None = 1
     workers: int = 1
     embed_batch_size: int = 32
+    max_input_dim: int | None = None
 
     def grid(self) -> list[ProbeConfig]:
         """The grid in sklearn ``ParameterGrid`` order of the authors' code (keys sorted:
@@ -180,6 +183,8 @@ class DownstreamConfig:
             kw["device"] = check_choice(p["device"], w("device"), ("auto", "cpu", "cuda"))
         if "num_threads" in p and p["num_threads"] is not None:
             kw["num_threads"] = check_int(p["num_threads"], w("num_threads"), 1)
+        if "max_input_dim" in p and p["max_input_dim"] is not None:
+            kw["max_input_dim"] = check_int(p["max_input_dim"], w("max_input_dim"), 1)
         return cls(**kw)
 
 

@@ -189,8 +189,14 @@ def _stack(task_split: Mapping[str, np.ndarray], layers: tuple[str, ...]) -> lis
     return [np.asarray(task_split[layer], dtype=np.float32) for layer in layers]
 
 
-def prepare_split(task: HearTask, emb: TaskEmbeddings, ds: DataSplit) -> SplitInputs:
-    """Gather the clips of ``ds`` and stack layers, with per-layer PCA when layer sizes differ."""
+def prepare_split(task: HearTask, emb: TaskEmbeddings, ds: DataSplit,
+                  max_input_dim: int | None = None) -> SplitInputs:
+    """Gather the clips of ``ds`` and stack layers, with per-layer PCA when layer sizes differ.
+
+    ``max_input_dim`` (not in the paper; None keeps its rule) also applies the per-layer PCA,
+    to min(n_train, max_input_dim, smallest layer) components, when any layer is wider than it:
+    a CPU budget for very wide single-layer models such as the SpectroTemporal baseline.
+    """
     from sklearn.decomposition import PCA
 
     def gather(names: tuple[str, ...]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -208,8 +214,9 @@ def prepare_split(task: HearTask, emb: TaskEmbeddings, ds: DataSplit) -> SplitIn
                          f"got {n_train}")
     dims = [x.shape[1] for x in xtr]
     n_comp: int | None = None
-    if len(set(dims)) > 1:
-        n_comp = min(n_train, min(dims))
+    too_wide = max_input_dim is not None and max(dims) > max_input_dim
+    if len(set(dims)) > 1 or too_wide:
+        n_comp = min(n_train, min(dims), max_input_dim or min(dims))
         for i in range(len(xtr)):
             pca = PCA(n_components=n_comp, svd_solver="full").fit(xtr[i])
             xtr[i], xva[i], xte[i] = (pca.transform(x) for x in (xtr[i], xva[i], xte[i]))
@@ -435,7 +442,7 @@ def evaluate_task(
     with tqdm(total=len(grid) + len(data_splits) - 1, desc=f"probe {emb.model}/{task.name}",
               leave=False, disable=not progress) as bar:
         try:
-            _SHARED_INPUTS[0] = prepare_split(task, emb, data_splits[0])
+            _SHARED_INPUTS[0] = prepare_split(task, emb, data_splits[0], cfg.max_input_dim)
             pca = [_SHARED_INPUTS[0].pca_components]
             grid_results = _run_jobs([job(0, conf) for conf in grid], workers, bar)
             chosen = select_best(grid_results, primary)
@@ -445,7 +452,7 @@ def evaluate_task(
             batches = [data_splits[1:]] if workers > 1 else [[ds] for ds in data_splits[1:]]
             for batch in batches:
                 for ds in batch:
-                    _SHARED_INPUTS[ds.index] = prepare_split(task, emb, ds)
+                    _SHARED_INPUTS[ds.index] = prepare_split(task, emb, ds, cfg.max_input_dim)
                     pca.append(_SHARED_INPUTS[ds.index].pca_components)
                 split_results += _run_jobs([job(ds.index, grid[chosen]) for ds in batch],
                                            workers, bar)
