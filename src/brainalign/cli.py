@@ -82,6 +82,8 @@ def main(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("fontTools", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _params(path: Path) -> dict:

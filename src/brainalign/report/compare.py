@@ -183,7 +183,8 @@ def compare_latex(rows: pd.DataFrame, simulated: bool) -> str:
         out += [r"\bottomrule", r"\end{longtable}"]
     if len(missing):
         out += [r"\paragraph{Without a counterpart in this run.}", r"\begin{itemize}"]
-        groups = missing.groupby(["what", "note"], sort=False).size()
+        group = missing["what"].str.split(" r,").str[0]
+        groups = missing.assign(group=group).groupby(["group", "note"], sort=False).size()
         for (what, note), n in groups.items():
             out.append(
                 rf"\item {_latex_escape(what)}: {n} number{'s' if n > 1 else ''}; "

@@ -74,7 +74,8 @@ def _metadata(ext: str) -> dict[str, str | None]:
 
 def _mark_simulated(fig: plt.Figure, simulated: bool) -> None:
     if simulated:
-        fig.text(0.995, 0.005, SIM_NOTE, ha="right", va="bottom", fontsize=6, color="#b00000")
+        fig.subplots_adjust(top=fig.subplotpars.top - 0.05)  # room above the panel titles
+        fig.text(0.995, 0.995, SIM_NOTE, ha="right", va="top", fontsize=6, color="#b00000")
 
 
 def _split_baseline(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series | None]:
@@ -95,9 +96,9 @@ def _hline(ax: plt.Axes, value: float, err: float, style: str, color: str, label
 def figure2(table: pd.DataFrame, top: dict, stem: Path, simulated: bool) -> list[Path]:
     """Fig. 2: regression R^2 (SEM) and max-layer RSA rho (SD), both datasets, sorted by
     NH2015 regression; SpectroTemporal as a grey dashed line, topline dotted (RSA panels)."""
+    colors = family_colors(list(table["family"]))  # same colours in every figure
     rest, base = _split_baseline(table)
     rest = rest.sort_values("reg_nh2015", ascending=True)
-    colors = family_colors(list(rest["family"]) + ([BASELINE] if base is not None else []))
     panels = [
         ("reg_nh2015", "reg_nh2015_sem", "Regression NH2015", r"$R^2$", None),
         ("reg_b2021", "reg_b2021_sem", "Regression B2021", r"$R^2$", None),
@@ -143,8 +144,8 @@ def figure2(table: pd.DataFrame, top: dict, stem: Path, simulated: bool) -> list
 
 def figure4(table: pd.DataFrame, stem: Path, simulated: bool) -> list[Path]:
     """Fig. 4: R^2 per NH2015 component (2 x 3 panels), bars sorted, SpectroTemporal grey line."""
+    colors = family_colors(list(table["family"]))
     rest, base = _split_baseline(table)
-    colors = family_colors(list(rest["family"]))
     with plt.rc_context(STYLE):
         height = max(3.0, 0.11 * len(rest) * 2 + 1.5)
         fig, axes = plt.subplots(2, 3, figsize=(7.2, height))
