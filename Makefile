@@ -20,7 +20,9 @@ help: ## List the targets
 
 $(BIN)/.synced: pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv --version 2>/dev/null | grep -qx "uv $(UV_VERSION).*" || { \
+	  $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q; \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION); }
 	$(BIN)/uv sync --frozen
 	touch $@
 
