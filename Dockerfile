@@ -21,7 +21,7 @@ RUN python3 -m venv .venv \
  && .venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check uv==0.13.8 \
  && .venv/bin/uv sync --frozen --no-install-project --no-cache
 COPY --chown=brainalign:brainalign . .
-RUN .venv/bin/uv sync --frozen --no-cache
+RUN .venv/bin/uv sync --frozen --no-cache && touch .venv/bin/.synced
 
 ARG GIT_COMMIT=unknown
 ARG LOCK_SHA256=unknown

@@ -13,7 +13,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
 	texlive-fonts-recommended lmodern
 
-.PHONY: setup tex test lint demo repro fetch clean help
+IMAGE ?= brainalign:latest
+GIT_COMMIT = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LOCK_SHA256 = $(shell sha256sum uv.lock | cut -d' ' -f1)
+WORKDIR := /home/brainalign/brainalign
+# Inside the image: the host's mirror (when set) read-only at /mirror.
+DOCKER_MIRROR = $(if $(BRAINALIGN_MIRROR),-v $(BRAINALIGN_MIRROR):/mirror:ro -e BRAINALIGN_MIRROR=/mirror,)
+
+.PHONY: setup tex test lint demo repro fetch clean help docker-build docker-test docker-demo docker-repro
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,6 +57,24 @@ repro: setup tex ## The paper: switch params.yaml to the paper profile, fetch la
 	$(BIN)/brainalign profile paper
 	$(BIN)/brainalign fetch
 	$(BIN)/dvc repro
+
+docker-build: ## Build the image (labels: git commit, uv.lock sha256)
+	docker build --build-arg GIT_COMMIT=$(GIT_COMMIT) --build-arg LOCK_SHA256=$(LOCK_SHA256) \
+	  -t $(IMAGE) .
+
+docker-test: docker-build ## The test suite inside the image
+	docker run --rm $(DOCKER_MIRROR) $(IMAGE) make test
+
+docker-demo: docker-build ## The embedded default inside the image (CPU)
+	docker run --rm $(DOCKER_MIRROR) $(IMAGE) make demo
+
+docker-repro: docker-build ## The paper on a GPU; data/ and the DVC cache persist in ./docker-volumes
+	mkdir -p docker-volumes/data docker-volumes/dvc-cache
+	docker run --rm --gpus all \
+	  -v $(abspath docker-volumes/data):$(WORKDIR)/data \
+	  -v $(abspath docker-volumes/dvc-cache):$(WORKDIR)/.dvc/cache \
+	  -v $(abspath src/brainalign/data/registry.json):$(WORKDIR)/src/brainalign/data/registry.json \
+	  $(IMAGE) make repro
 
 clean: ## Remove build outputs (keeps data/ and the DVC cache)
 	rm -rf build results .pytest_cache .ruff_cache
