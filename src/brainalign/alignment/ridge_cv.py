@@ -36,6 +36,7 @@ computes the exact-arithmetic protocol instead (documented deviation).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -351,24 +352,32 @@ def nested_cv_ridge(
         return _run(xs, y, folds, config, layer_names, bk, progress)
 
 
-def _run(
-    xs: list[np.ndarray],
-    y: np.ndarray,
-    folds: np.ndarray,
-    config: RegressionConfig,
-    layer_names: tuple[str, ...],
-    bk: Backend,
-    progress: bool,
-) -> RidgeResult:
-    n, n_tgt = y.shape
-    n_layers = len(xs)
-    grid = np.asarray(config.alphas, dtype=np.float64)
+
+_PLAN_CACHE: dict[str, list] = {}
+"""The factors of the last (layers, folds, alphas, rcond, backend) seen: the ``regress`` stage
+runs the same model's layers against NH2015, B2021 and the components in turn, and the SVDs do
+not depend on the targets. Keyed by content, so a different input never hits."""
+
+
+def _plan_key(xs: list[np.ndarray], folds: np.ndarray, grid: np.ndarray,
+              config: RegressionConfig, bk: Backend) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    for x in xs:
+        digest.update(f"{x.shape}{x.dtype}".encode())
+        digest.update(np.ascontiguousarray(x).data)
+    digest.update(np.ascontiguousarray(folds).data)
+    digest.update(repr((grid.tolist(), config.rcond, type(bk).__name__,
+                        str(getattr(bk, "device", "")))).encode())
+    return digest.hexdigest()
+
+
+def _cached_plans(xs: list[np.ndarray], folds: np.ndarray, fold_ids: tuple[int, ...],
+                  grid: np.ndarray, config: RegressionConfig, bk: Backend) -> list:
+    """Per outer fold: (train idx, test idx, inner folds with their factors, refit factors)."""
+    key = _plan_key(xs, folds, grid, config, bk)
+    if key in _PLAN_CACHE:
+        return _PLAN_CACHE[key]
     n_alpha = grid.size
-    fold_ids = tuple(int(f) for f in np.unique(folds))
-    n_folds = len(fold_ids)
-    omit = config.nan_policy == "omit"
-    low_precision = y.dtype == np.float32  # predictions take y's dtype
-    # Per outer fold: training/test indices, inner folds and ridge factors (voxel independent).
     plans = []
     for k in fold_ids:
         tr = np.flatnonzero(folds != k)
@@ -387,6 +396,29 @@ def _run(
             inner.append((s_pos, t_pos, bk.index(s_pos), bk.index(t_pos), facs))
         refit = [_factor(bk, x[tr], x[te], config.rcond) for x in xs]
         plans.append((tr, te, inner, refit))
+    _PLAN_CACHE.clear()
+    _PLAN_CACHE[key] = plans
+    return plans
+
+def _run(
+    xs: list[np.ndarray],
+    y: np.ndarray,
+    folds: np.ndarray,
+    config: RegressionConfig,
+    layer_names: tuple[str, ...],
+    bk: Backend,
+    progress: bool,
+) -> RidgeResult:
+    n, n_tgt = y.shape
+    n_layers = len(xs)
+    grid = np.asarray(config.alphas, dtype=np.float64)
+    n_alpha = grid.size
+    fold_ids = tuple(int(f) for f in np.unique(folds))
+    n_folds = len(fold_ids)
+    omit = config.nan_policy == "omit"
+    low_precision = y.dtype == np.float32  # predictions take y's dtype
+    # Per outer fold: training/test indices, inner folds and ridge factors (voxel independent).
+    plans = _cached_plans(xs, folds, fold_ids, grid, config, bk)
 
     score_pred = np.empty((n, n_tgt), dtype=y.dtype)
     alpha_out = np.empty((n_folds, n_tgt))
