@@ -150,7 +150,8 @@ def test_paper_profile_rewrites_params(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "model_names", lambda: list(paper["models"]))
     monkeypatch.setattr(registry, "weights_file", lambda name: None)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    result = CliRunner().invoke(app, ["profile", "paper", "--params", str(tmp_path / "params.yaml")])
+    args = ["profile", "paper", "--params", str(tmp_path / "params.yaml")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     params = load_params(tmp_path / "params.yaml")
     assert params["data"]["fmri"] == "lab" and params["data"]["fetch"] == ["github", "lab", "hear"]

@@ -544,7 +544,7 @@ def profile(
     name: Annotated[str, typer.Argument(help="paper (the only profile besides the default)")],
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Rewrite params.yaml for a named configuration (`git checkout params.yaml` restores the demo)."""
+    """Rewrite params.yaml for a named configuration (`git checkout params.yaml`: the demo)."""
     from importlib import resources
 
     import yaml
