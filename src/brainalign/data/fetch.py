@@ -197,7 +197,12 @@ def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
             dest_dir.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
             try:
-                tar.extractall(tmp, members=members, filter="data")
+                # Members were vetted above; the "data" filter (Python >= 3.11.4) adds a second
+                # line of defence where the interpreter has it (Debian bookworm's 3.11.2 does not).
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, members=members, filter="data")
+                else:
+                    tar.extractall(tmp, members=members)
                 if dest_dir.exists():
                     shutil.rmtree(dest_dir)
                 os.replace(tmp, dest_dir)
