@@ -66,7 +66,8 @@ def test_load_stimuli_resamples_to_requested_rate(github_inputs):
 def wav_copy(github_inputs, tmp_path):
     """A writable copy of the 165 wavs."""
     dst = tmp_path / "wav"
-    shutil.copytree(github_inputs["wav_dir"], dst, copy_function=shutil.copyfile)  # writable
+    shutil.copytree(github_inputs["wav_dir"], dst, copy_function=shutil.copyfile)
+    dst.chmod(0o755)  # the mirror may be read-only (as in CI and the Docker image)
     return dst
 
 
