@@ -3,7 +3,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 UV_VERSION := 0.13.8
-VENV := .venv
+# The environment: ./.venv, or uv's UV_PROJECT_ENVIRONMENT when set (/opt/venv in the image).
+VENV ?= $(or $(UV_PROJECT_ENVIRONMENT),.venv)
 BIN := $(VENV)/bin
 # Offline copy of the public GitHub inputs laid out by URL (README "Data"); used when present.
 BRAINALIGN_MIRROR ?= $(if $(wildcard ../shared/mirror/SHA256SUMS),$(abspath ../shared/mirror),)
@@ -19,6 +20,9 @@ LOCK_SHA256 = $(shell sha256sum uv.lock | cut -d' ' -f1)
 WORKDIR := /home/brainalign/brainalign
 # Inside the image: the host's mirror (when set) read-only at /mirror.
 DOCKER_MIRROR = $(if $(BRAINALIGN_MIRROR),-v $(BRAINALIGN_MIRROR):/mirror:ro -e BRAINALIGN_MIRROR=/mirror,)
+# docker-demo / docker-repro work on this checkout, mounted over the image's copy: data/, the DVC
+# cache, build/ and dvc.lock land here, owned by you, and survive the container.
+DOCKER_WORKSPACE = --user $(shell id -u):$(shell id -g) -e HOME=/tmp -v $(CURDIR):$(WORKDIR)
 
 .PHONY: setup tex test lint demo repro fetch clean help docker-build docker-test docker-demo docker-repro
 
@@ -65,16 +69,11 @@ docker-build: ## Build the image (labels: git commit, uv.lock sha256)
 docker-test: docker-build ## The test suite inside the image
 	docker run --rm $(DOCKER_MIRROR) $(IMAGE) make test
 
-docker-demo: docker-build ## The embedded default inside the image (CPU)
-	docker run --rm $(DOCKER_MIRROR) $(IMAGE) make demo
+docker-demo: docker-build ## The embedded default inside the image (CPU), on this checkout
+	docker run --rm $(DOCKER_WORKSPACE) $(DOCKER_MIRROR) $(IMAGE) make demo
 
-docker-repro: docker-build ## The paper on a GPU; data/ and the DVC cache persist in ./docker-volumes
-	mkdir -p docker-volumes/data docker-volumes/dvc-cache
-	docker run --rm --gpus all \
-	  -v $(abspath docker-volumes/data):$(WORKDIR)/data \
-	  -v $(abspath docker-volumes/dvc-cache):$(WORKDIR)/.dvc/cache \
-	  -v $(abspath src/brainalign/data/registry.json):$(WORKDIR)/src/brainalign/data/registry.json \
-	  $(IMAGE) make repro
+docker-repro: docker-build ## The paper inside the image on the GPUs (--gpus all), on this checkout
+	docker run --rm --gpus all $(DOCKER_WORKSPACE) $(DOCKER_MIRROR) $(IMAGE) make repro
 
 clean: ## Remove build outputs (keeps data/ and the DVC cache)
 	rm -rf build results .pytest_cache .ruff_cache

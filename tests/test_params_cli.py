@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,24 @@ def test_version_prints_git_commit():
     assert out.startswith("brainalign ") and head in out
 
 
+def test_version_names_the_image_when_a_different_checkout_runs():
+    """In the image a mounted checkout's HEAD is the code that runs; the image's commit is
+    printed beside it. The image's own copy prints its build commit alone."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout.strip()
+
+    def version(image: str) -> str:
+        env = {**os.environ, "BRAINALIGN_GIT_COMMIT": image, "BRAINALIGN_LOCK_SHA256": "ab" * 32}
+        return subprocess.run([sys.executable, "-m", "brainalign", "--version"], env=env,
+                              capture_output=True, text=True, cwd=REPO, check=True).stdout
+
+    same = version(head)
+    assert f"git {head}," in same and "image" not in same and "uv.lock sha256 " + "ab" * 32 in same
+    other = version("0" * 40)
+    assert f"git {head}" in other and f"image {'0' * 40}" in other
+
+
 def test_fetch_and_check_in_a_fresh_folder(tmp_path, mirror_root):
     """The demo's fetch, end to end through the CLI, outside a DVC repository."""
     params = (REPO / "params.yaml").read_text()
@@ -114,21 +133,23 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     ]
 
 
-def test_model_weights_dependencies_point_at_the_verified_files():
-    """params.yaml `models.<name>.weights` (a DVC dependency) is the file the registry verifies."""
-    from brainalign.models.registry import get_spec, model_names, weights_file
+def test_model_weights_dependencies_point_at_the_files_that_pin_the_weights():
+    """params.yaml `models.<name>.weights` (a DVC dependency) is the module that fixes the model:
+    it holds the pinned sha256 of the weight file, or the untrained model's initialisation."""
+    from brainalign.models.registry import get_spec, model_names, weights_dependency
 
     params = load_params(REPO / "params.yaml")
     for name, entry in params["models"].items():
         assert name in model_names()
-        found = weights_file(name)
-        declared = Path(entry["weights"])
-        if found is None:  # untrained: the module that builds it
-            assert declared.parts[:3] == ("src", "brainalign", "models"), name
-            assert (REPO / declared).is_file(), name
-            assert get_spec(name).training == "untrained", name
-        elif (REPO / ".venv").resolve() in found[0].resolve().parents:
-            assert (REPO / declared).resolve() == found[0].resolve(), name
+        declared = entry["weights"]
+        assert declared == weights_dependency(name), name
+        assert not declared.startswith(".venv"), name  # the image's environment is elsewhere
+        source = (REPO / declared).read_text()
+        spec = get_spec(name)
+        if spec.weights is None:
+            assert spec.training == "untrained", name
+        else:
+            assert spec.weights.sha256 in source, name
 
 
 def test_paper_profile_refuses_until_its_models_exist(tmp_path):
@@ -148,7 +169,7 @@ def test_paper_profile_rewrites_params(tmp_path, monkeypatch):
     paper = yaml.safe_load((REPO / "src/brainalign/profiles/paper.yaml").read_text())
     assert len(paper["models"]) == 36
     monkeypatch.setattr(registry, "model_names", lambda: list(paper["models"]))
-    monkeypatch.setattr(registry, "weights_file", lambda name: None)
+    monkeypatch.setattr(registry, "weights_dependency", lambda name: f"src/{name}.py")
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     args = ["profile", "paper", "--params", str(tmp_path / "params.yaml")]
     result = CliRunner().invoke(app, args)
@@ -156,5 +177,6 @@ def test_paper_profile_rewrites_params(tmp_path, monkeypatch):
     params = load_params(tmp_path / "params.yaml")
     assert params["data"]["fmri"] == "lab" and params["data"]["fetch"] == ["github", "lab", "hear"]
     assert list(params["models"]) == paper["models"]
+    assert all(params["models"][m] == {"weights": f"src/{m}.py"} for m in paper["models"])
     assert params["downstream"]["tasks"][0] == "nsynth_pitch-v2.2.3-50h"
     assert params["regression"] == load_params(REPO / "params.yaml")["regression"]

@@ -64,7 +64,6 @@ def project(tmp_path_factory, mirror_root) -> tuple[Path, dict]:
             continue
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, root / rel)
-    (root / ".venv").symlink_to(REPO / ".venv")
     (root / "params.yaml").write_text(yaml.safe_dump(_reduced_params(), sort_keys=False))
     bin_dir = str(Path(sys.executable).parent)
     env = {

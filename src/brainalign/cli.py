@@ -24,34 +24,41 @@ log = logging.getLogger("brainalign")
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
 
 
-def git_commit() -> str:
-    """The git commit of the code: $BRAINALIGN_GIT_COMMIT (set in the Docker image) or git."""
-    env = os.environ.get("BRAINALIGN_GIT_COMMIT")
-    if env:
-        return env
+def _git_head() -> str | None:
+    """HEAD of the git checkout holding this code (``-dirty`` with tracked changes), or None."""
+    where = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                             text=True, check=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+
+
+def git_commit() -> str:
+    """The git commit of the code that runs.
+
+    In the Docker image $BRAINALIGN_GIT_COMMIT is the commit the image was built from; it is
+    the answer when the image's own copy runs (its build outputs are not in the image, so git
+    would call it dirty). When a checkout is mounted over it (``make docker-demo``), git's HEAD
+    of that checkout is the code that runs and wins.
+    """
+    head = _git_head()
+    image = os.environ.get("BRAINALIGN_GIT_COMMIT")
+    if image and (head is None or head.removesuffix("-dirty") == image):
+        return image
+    return head or "unknown"
 
 
 def version_string() -> str:
-    parts = [f"brainalign {__version__}", f"git {git_commit()}"]
+    """``brainalign <version>, git <commit>[, image <commit>][, uv.lock sha256 <hash>]``."""
+    commit = git_commit()
+    parts = [f"brainalign {__version__}", f"git {commit}"]
+    image = os.environ.get("BRAINALIGN_GIT_COMMIT")
+    if image and image != commit:
+        parts.append(f"image {image}")
     lock = os.environ.get("BRAINALIGN_LOCK_SHA256")
     if lock:
         parts.append(f"uv.lock sha256 {lock}")
@@ -564,15 +571,11 @@ def profile(
             f"{len(missing)} of its models are not in the registry yet: {missing[:4]}... "
             "(register them with their weight URLs and checksums first)",
         )
-    from brainalign.models.registry import weights_file
+    from brainalign.models.registry import weights_dependency
 
     for key, value in overrides.items():
         if key == "models":
-            p["models"] = {}
-            for m in value:
-                found = weights_file(m)
-                weights = os.path.relpath(found[0]) if found else "src/brainalign/models"
-                p["models"][m] = {"weights": weights}
+            p["models"] = {m: {"weights": weights_dependency(m)} for m in value}
         elif isinstance(value, dict):
             p.setdefault(key, {}).update(value)
         else:

@@ -174,6 +174,18 @@ def weights_file(name: str) -> tuple[Path, str] | None:
     return _package_dir(w.package) / w.path, w.sha256
 
 
+def weights_dependency(name: str) -> str:
+    """Repository-relative path of the file that fixes a model's weights: its DVC dependency.
+
+    That is the family module of ``spec.build``: it pins the weights' sha256 (checked before
+    loading) or, for untrained models, holds the seeded initialisation. Pointing DVC at the
+    module rather than at the weight file inside the virtual environment keeps the pipeline
+    independent of where the environment lives (``.venv`` here, ``/opt/venv`` in the image).
+    """
+    module = get_spec(name).build.partition(":")[0]
+    return "src/" + module.replace(".", "/") + ".py"
+
+
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
