@@ -180,3 +180,24 @@ def test_paper_profile_rewrites_params(tmp_path, monkeypatch):
     assert all(params["models"][m] == {"weights": f"src/{m}.py"} for m in paper["models"])
     assert params["downstream"]["tasks"][0] == "nsynth_pitch-v2.2.3-50h"
     assert params["regression"] == load_params(REPO / "params.yaml")["regression"]
+
+
+def test_source_digest_follows_the_code_not_caches_or_clocks(tmp_path):
+    """The manuscript names its code by this digest: same files, same digest; any edit of a
+    source file changes it; byte-code caches do not."""
+    import shutil
+
+    from brainalign.provenance import PACKAGE_DIR, source_sha256
+
+    copy = tmp_path / "brainalign"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    base = source_sha256(copy)
+    assert base == source_sha256(PACKAGE_DIR) and len(base) == 64
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0" * 16)
+    assert source_sha256(copy) == base
+    (copy / "params.py").write_text((copy / "params.py").read_text() + "\n# edit\n")
+    assert source_sha256(copy) != base
+    out = subprocess.run([sys.executable, "-m", "brainalign", "--version"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert f"source sha256 {base}" in out

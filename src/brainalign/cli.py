@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ import typer
 
 from brainalign import __version__
 from brainalign.errors import InputError
+from brainalign.provenance import lock_sha256, source_sha256
 
 app = typer.Typer(
     help="Score audio models against human auditory cortex (Pepino et al., 2025).",
@@ -53,13 +55,15 @@ def git_commit() -> str:
 
 
 def version_string() -> str:
-    """``brainalign <version>, git <commit>[, image <commit>][, uv.lock sha256 <hash>]``."""
+    """``brainalign <version>, git <commit>[, image <commit>], source sha256 <hash>, uv.lock
+    sha256 <hash>``: the last two are what the manuscript's title page names (content digests)."""
     commit = git_commit()
     parts = [f"brainalign {__version__}", f"git {commit}"]
     image = os.environ.get("BRAINALIGN_GIT_COMMIT")
     if image and image != commit:
         parts.append(f"image {image}")
-    lock = os.environ.get("BRAINALIGN_LOCK_SHA256")
+    parts.append(f"source sha256 {source_sha256()}")
+    lock = lock_sha256()
     if lock:
         parts.append(f"uv.lock sha256 {lock}")
     return ", ".join(parts)
@@ -521,28 +525,27 @@ def paper(params: ParamsOpt = Path("params.yaml")) -> None:
     p = _params(params)
     table = _table(p)
     out = (BUILD / "paper").resolve()
-    write_text(out / "provenance.tex", provenance_tex(table, _tasks(p), git_commit()))
+    write_text(out / "provenance.tex",
+               provenance_tex(table, _tasks(p), source_sha256(), lock_sha256() or "unknown"))
     latexmk = shutil.which("latexmk")
     if latexmk is None:
         raise InputError("latexmk", "not found: install TeX Live with `make tex` (Debian packages)")
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1"}
-    run_ = subprocess.run(
-        [
-            latexmk,
-            "-pdf",
-            "-interaction=nonstopmode",
-            "-halt-on-error",
-            f"-outdir={out}",
-            "brainalign.tex",
-        ],
-        cwd="paper",
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if run_.returncode != 0:
-        log.error("%s", run_.stdout[-3000:])
-        raise InputError("paper/brainalign.tex", f"latexmk failed (log: {out / 'brainalign.log'})")
+    # latexmk works in a scratch folder: its aux files hold absolute paths and timings, so only
+    # the PDF (byte-reproducible: fixed dates and trailer ID) moves into build/paper/.
+    with tempfile.TemporaryDirectory(prefix=".paper-", dir=out.parent) as scratch:
+        run_ = subprocess.run(
+            [latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error",
+             f"-outdir={scratch}", "brainalign.tex"],
+            cwd="paper", env=env, capture_output=True, text=True,
+        )
+        if run_.returncode != 0:
+            log.error("%s", run_.stdout[-3000:])
+            failed_log = out / "brainalign.log"
+            if (Path(scratch) / "brainalign.log").is_file():
+                shutil.copyfile(Path(scratch) / "brainalign.log", failed_log)
+            raise InputError("paper/brainalign.tex", f"latexmk failed (log: {failed_log})")
+        os.replace(Path(scratch) / "brainalign.pdf", out / "brainalign.pdf")
     log.info("paper: %s", out / "brainalign.pdf")
 
 

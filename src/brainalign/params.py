@@ -7,31 +7,26 @@ unknown or a value of the wrong type raises one :class:`InputError` naming ``par
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from brainalign.errors import InputError
+from brainalign.readers import read_yaml_mapping
 
 T = TypeVar("T")
+# PyYAML (YAML 1.1) loads exponent numbers without a dot, like 1e-10, as strings.
+_YAML11_EXPONENT = re.compile(r"^[+-]?[0-9]+(\.[0-9]*)?[eE][+-]?[0-9]+$")
 DEFAULT_PARAMS = Path("params.yaml")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Read params.yaml into a dict (error naming the file when missing or malformed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "parameter file not found (run from the repository root)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(path, f"not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "expected a mapping of sections at the top level")
-    return data
+    return read_yaml_mapping(path, "parameter file not found (run from the repository root)",
+                             "expected a mapping of sections at the top level")
 
 
 def _check(value: Any, hint: Any, key: str, where: str) -> Any:
@@ -76,11 +71,8 @@ def _check(value: Any, hint: Any, key: str, where: str) -> Any:
             raise InputError(f"{where}: {key}", f"expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads '1e-10' as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        if isinstance(value, str) and _YAML11_EXPONENT.match(value):  # YAML 1.1 reads 1e-10 as str
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InputError(f"{where}: {key}", f"expected a number, got {value!r}")
         return float(value)
@@ -92,19 +84,29 @@ def _check(value: Any, hint: Any, key: str, where: str) -> Any:
 
 
 def section(
-    cls: type[T], mapping: dict[str, Any] | None, prefix: str, where: str = "params.yaml"
+    cls: type[T],
+    mapping: Mapping[str, Any] | None,
+    prefix: str,
+    where: str = "params.yaml",
+    also: Iterable[str] = (),
 ) -> T:
-    """Build dataclass ``cls`` from ``mapping`` (a params.yaml section), validating every key."""
+    """Build dataclass ``cls`` from ``mapping`` (a params.yaml section), validating every key.
+
+    Types come from the dataclass's hints; ranges and cross-field rules from its
+    ``__post_init__`` (an InputError raised there is re-anchored on ``where``). ``also`` names
+    keys of the section that the caller reads itself (accepted, not passed to ``cls``).
+    """
     if mapping is None:
         mapping = {}
-    if not isinstance(mapping, dict):
+    if not isinstance(mapping, Mapping):
         raise InputError(f"{where}: {prefix}", f"expected a mapping, got {mapping!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(mapping) - set(fields))
+    known = set(fields) | set(also)
+    unknown = sorted(set(mapping) - known)
     if unknown:
         raise InputError(
-            f"{where}: {prefix}.{unknown[0]}", f"unknown key; expected one of {sorted(fields)}"
+            f"{where}: {prefix}.{unknown[0]}", f"unknown key; expected one of {sorted(known)}"
         )
     values = {
         name: _check(mapping[name], hints[name], f"{prefix}.{name}", where)
@@ -113,5 +115,7 @@ def section(
     }
     try:
         return cls(**values)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc.where}", exc.problem) from None
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}: {prefix}", str(exc)) from None

@@ -107,3 +107,8 @@ def test_run_extract_stage_on_the_165_sounds(github_inputs, tmp_path) -> None:
     # 2-s sounds: nothing padded; distinct sounds give distinct vectors
     assert acts.meta["padded"] == []
     assert np.unique(acts.layers["conv7"].round(5), axis=0).shape[0] == 165
+    # A second run writes the same bytes (DVC sees an unchanged output; dvc.lock is stable).
+    again = run_extract("soundnet", github_inputs["wav_dir"], github_inputs["labels_csv"],
+                        tmp_path / "again.npz", {"batch_size": 33, "models": ["soundnet"]})
+    assert again["output_sha256"] == info["output_sha256"]
+    assert (tmp_path / "again.npz").read_bytes() == out.read_bytes()

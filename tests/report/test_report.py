@@ -138,6 +138,8 @@ def test_figures_are_written_as_pdf_and_png(tmp_path):
 
 
 def test_provenance_macros_say_simulated():
-    tex = provenance_tex(_table(3), ["nat165-category"], "abc123")
+    tex = provenance_tex(_table(3), ["nat165-category"], "a" * 64, "b" * 64)
     assert "SIMULATED" in tex and r"\newcommand{\nmodels}{3}" in tex
+    assert r"\newcommand{\sourcedigest}{aaaaaaaaaaaa}" in tex
+    assert r"\newcommand{\lockdigest}{bbbbbbbbbbbb}" in tex
     assert r"nat165-category" in tex

@@ -41,6 +41,8 @@ from brainalign.data.fmri import ROI_LABELS, VoxelDataset
 from brainalign.data.folds import load_folds
 from brainalign.errors import InputError
 from brainalign.models.activations import Activations, load_activations
+from brainalign.npz import npz_bytes
+from brainalign.params import section
 
 log = logging.getLogger(__name__)
 
@@ -50,64 +52,15 @@ ALL_VOXELS = "all"
 # ------------------------------------------------------------------------------ parameters
 
 
-def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
-    where = f"params.yaml: {section}.{key}"
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise InputError(where, f"expected true or false, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, list | tuple) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value
-        ):
-            raise InputError(where, f"expected a list of numbers, got {value!r}")
-        return tuple(float(v) for v in value)
-    if isinstance(default, float) or key == "rcond":
-        if value is None and key == "rcond":
-            return None
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise InputError(where, f"expected a number, got {value!r}")
-        return float(value)
-    if isinstance(default, int) or key == "blas_threads":
-        if value is None and key == "blas_threads":
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InputError(where, f"expected an integer, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise InputError(where, f"expected a string, got {value!r}")
-    return value
-
-
-def _parse(
-    section: str, params: Mapping[str, Any] | None, cls: type, extra: dict[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    params = dict(params or {})
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-    known = set(defaults) | set(extra)
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InputError(
-            f"params.yaml: {section}.{unknown[0]}", f"unknown key; expected one of {sorted(known)}"
-        )
-    kwargs = {k: _coerce(section, k, v, defaults[k]) for k, v in params.items() if k in defaults}
-    try:
-        config = cls(**kwargs)
-    except InputError as exc:  # re-anchor the message on params.yaml
-        raise InputError(f"params.yaml: {exc.where}", exc.problem) from None
-    other = {k: params.get(k, v) for k, v in extra.items()}
-    return config, other
-
-
 def parse_regression_params(params: Mapping[str, Any] | None) -> RegressionConfig:
     """Validate a ``regression`` params section into a :class:`RegressionConfig`."""
-    return _parse("regression", params, RegressionConfig, {})[0]
+    return section(RegressionConfig, params, "regression")
 
 
 def parse_rsa_params(params: Mapping[str, Any] | None) -> tuple[RSAConfig, tuple[str, ...]]:
     """Validate an ``rsa`` params section -> (config, ROIs to run: 'all' and/or ROI labels)."""
-    config, other = _parse("rsa", params, RSAConfig, {"rois": [ALL_VOXELS]})
-    rois = other["rois"]
+    config = section(RSAConfig, params, "rsa", also=("rois",))
+    rois = (params or {}).get("rois", [ALL_VOXELS])
     allowed = (ALL_VOXELS, *ROI_LABELS)
     if (
         not isinstance(rois, list | tuple)
@@ -233,7 +186,8 @@ def run_regression(
     res = nested_cv_ridge(
         [acts.layers[k] for k in names], targets, fold_arr, config, names, progress=progress
     )
-    seconds = time.perf_counter() - t0
+    log.info("%s on %s: %d targets, %d layers in %.1f s (%s)", acts.model, kind,
+             targets.shape[1], len(names), time.perf_counter() - t0, res.backend)
     per_fold: dict[str, Any] = {}
     for fi, k in enumerate(res.fold_ids):
         per_fold[f"alpha_f{k}"] = res.alpha[fi]
@@ -244,7 +198,6 @@ def run_regression(
         "model": acts.model,
         "dataset": kind,
         "backend": res.backend,
-        "seconds": round(seconds, 3),
         "protocol": _config_dict(config),
         "layers": list(names),
     }
@@ -381,8 +334,7 @@ def run_rsa(
     head = metrics["rois"][rois[0]]
     metrics["max_layer_rho"] = head["layerwise"]["max_rho"]
     metrics["cv_rho"] = head["cv"]["mean_rho"]
-    buf = io.BytesIO()
-    np.savez_compressed(buf, layers=np.array(json.dumps(list(names))), **selected)
+    rdms = npz_bytes({"layers": np.array(json.dumps(list(names))), **selected}, compress=True)
     _write_all(
         Path(out_dir),
         {
@@ -392,7 +344,7 @@ def run_rsa(
             "rsa_cv.parquet": _parquet_bytes(
                 pd.DataFrame(cv_rows, columns=["roi", "subject", "rho"])
             ),
-            "selected_layers.npz": buf.getvalue(),
+            "selected_layers.npz": rdms,
         },
         metrics,
     )

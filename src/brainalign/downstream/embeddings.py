@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from brainalign.atomic import atomic_path
 from brainalign.downstream.hear_tasks import HearTask
 from brainalign.errors import InputError
+from brainalign.npz import write_npz
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,7 @@ def save_embeddings(path: str | Path, emb: TaskEmbeddings, fingerprint: str) -> 
     meta = {"model": emb.model, "task": emb.task, "layers": list(emb.layers),
             "splits": list(emb.splits), "fingerprint": fingerprint, "version": CACHE_VERSION}
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    with atomic_path(path, suffix=".npz") as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **arrays)
+    write_npz(path, arrays)
 
 
 def load_embeddings(path: str | Path) -> tuple[TaskEmbeddings, str]:

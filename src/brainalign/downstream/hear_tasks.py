@@ -30,7 +30,6 @@ records it in the results, ``"error"`` raises :class:`InputError` instead.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import numpy as np
 from brainalign.data.stimuli import read_wav, resample
 from brainalign.downstream.metrics import SCENE_METRICS
 from brainalign.errors import InputError
+from brainalign.readers import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +211,8 @@ def _read_vocabulary(path: Path) -> tuple[str, ...]:
 def _read_split(
     path: Path, prediction_type: str
 ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
-    if not path.is_file():
-        raise InputError(path, "split file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, 'expected an object {"<file>.wav": [label, ...]}')
+    data = read_json_object(path, "split file not found",
+                            'expected an object {"<file>.wav": [label, ...]}')
     if not data:
         raise InputError(path, "empty split: it lists no audio files")
     files = tuple(sorted(data))
@@ -238,14 +232,7 @@ def load_task(root: str | Path, unseen_labels: str = "warn") -> HearTask:
     """Read and validate a HEAR scene task folder (metadata, vocabulary, split files)."""
     root = Path(root)
     meta_path = root / "task_metadata.json"
-    if not meta_path.is_file():
-        raise InputError(meta_path, "task metadata not found (is this a HEAR task folder?)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(meta_path, f"not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise InputError(meta_path, "expected a JSON object")
+    meta = read_json_object(meta_path, "task metadata not found (is this a HEAR task folder?)")
     for key in REQUIRED_FIELDS:
         _require(meta, key, meta_path)
     if meta["embedding_type"] != "scene":

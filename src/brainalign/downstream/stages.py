@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from brainalign.downstream.metrics import overall_scores
 from brainalign.downstream.mini_tasks import MiniTasksConfig, build_mini_tasks
 from brainalign.downstream.probe import evaluate_task, torch_threads
 from brainalign.errors import InputError
+from brainalign.readers import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,10 @@ def run_build_mini_tasks(
 
 def read_model_metrics(path: str | Path) -> dict[str, dict[str, float]]:
     """Read a ``metrics.json`` written by :func:`run_downstream`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "downstream metrics file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise InputError(path, 'expected {task: {"score": ..., <metric>: ...}}')
+    shape = 'expected {task: {"score": ..., <metric>: ...}}'
+    data = read_json_object(path, "downstream metrics file not found", shape)
+    if not all(isinstance(v, dict) for v in data.values()):
+        raise InputError(path, shape)
     return data
 
 

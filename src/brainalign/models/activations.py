@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from brainalign.atomic import atomic_path
 from brainalign.errors import InputError
+from brainalign.npz import write_npz
 
 _LAYER_PREFIX = "layer/"
 
@@ -48,8 +48,7 @@ def save_activations(path: str | Path, acts: Activations) -> None:
     meta = dict(acts.meta)
     meta.update(model=acts.model, layers=list(acts.layers), stimuli=list(acts.stimuli))
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+    write_npz(path, arrays)
 
 
 def load_activations(path: str | Path) -> Activations:

@@ -29,6 +29,7 @@ from brainalign.errors import InputError
 from brainalign.models.activations import Activations, save_activations
 from brainalign.models.base import Runner, check_layers, seeded
 from brainalign.models.registry import ModelSpec, get_spec, package_version, sha256_file
+from brainalign.params import section
 
 if TYPE_CHECKING:
     import torch
@@ -59,60 +60,52 @@ class ExtractConfig:
     threads: int | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        models = self.models
+        if (not isinstance(models, tuple) or not models
+                or not all(isinstance(m, str) for m in models)):
+            raise InputError("extract.models",
+                             f"expected a non-empty list of names, got {models!r}")
+        if len(set(models)) != len(models):
+            raise InputError("extract.models", f"duplicate model names in {list(models)}")
+        for m in models:
+            if not m.startswith("hear:"):
+                get_spec(m, where="extract.models")
+        device = self.device
+        if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+            raise InputError("extract.device",
+                             f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+        if self.batch_size < 1:
+            raise InputError("extract.batch_size",
+                             f"expected an integer >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise InputError("extract.seed", f"expected an integer >= 0, got {self.seed}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError("extract.threads",
+                             f"expected null or an integer >= 1, got {self.threads}")
+        options = self.options if self.options is not None else {}
+        if not isinstance(options, Mapping):
+            raise InputError("extract.options",
+                             f"expected a mapping model -> options, got {options!r}")
+        for name, opts in options.items():
+            if not isinstance(opts, Mapping):
+                raise InputError(f"extract.options.{name}", f"expected a mapping, got {opts!r}")
+            if not str(name).startswith("hear:"):
+                get_spec(str(name), where=f"extract.options.{name}")
+            layers = opts.get("layers")
+            if layers is not None and (not isinstance(layers, list) or not layers
+                                       or not all(isinstance(x, str) for x in layers)):
+                raise InputError(f"extract.options.{name}.layers",
+                                 f"expected a non-empty list of layer keys, got {layers!r}")
+        object.__setattr__(self, "options", {str(k): dict(v) for k, v in options.items()})
+
     def model_options(self, name: str) -> dict[str, Any]:
         return dict(self.options.get(name, {}))
 
 
 def parse_config(params: Mapping[str, Any] | None) -> ExtractConfig:
     """Validate a params.yaml ``extract`` section into an :class:`ExtractConfig`."""
-    params = dict(params or {})
-    known = {f for f in ExtractConfig.__dataclass_fields__}
-    for key in params:
-        if key not in known:
-            raise InputError(f"{_SECTION}.{key}", f"unknown key; expected one of {sorted(known)}")
-    cfg = ExtractConfig()
-    models = params.get("models", cfg.models)
-    if (not isinstance(models, list | tuple) or not models
-            or not all(isinstance(m, str) for m in models)):
-        raise InputError(f"{_SECTION}.models",
-                         f"expected a non-empty list of names, got {models!r}")
-    if len(set(models)) != len(models):
-        raise InputError(f"{_SECTION}.models", f"duplicate model names in {list(models)}")
-    for m in models:
-        if not m.startswith("hear:"):
-            get_spec(m, where=f"{_SECTION}.models")
-    device = params.get("device", cfg.device)
-    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda")
-                                           or device.startswith("cuda:")):
-        raise InputError(f"{_SECTION}.device",
-                         f"expected auto, cpu, cuda or cuda:N, got {device!r}")
-    batch = params.get("batch_size", cfg.batch_size)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise InputError(f"{_SECTION}.batch_size", f"expected an integer >= 1, got {batch!r}")
-    seed = params.get("seed", cfg.seed)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise InputError(f"{_SECTION}.seed", f"expected an integer >= 0, got {seed!r}")
-    threads = params.get("threads", cfg.threads)
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                or threads < 1):
-        raise InputError(f"{_SECTION}.threads",
-                         f"expected null or an integer >= 1, got {threads!r}")
-    options = params.get("options", {}) or {}
-    if not isinstance(options, Mapping):
-        raise InputError(f"{_SECTION}.options",
-                         f"expected a mapping model -> options, got {options!r}")
-    for name, opts in options.items():
-        if not isinstance(opts, Mapping):
-            raise InputError(f"{_SECTION}.options.{name}", f"expected a mapping, got {opts!r}")
-        if not str(name).startswith("hear:"):
-            get_spec(str(name), where=f"{_SECTION}.options.{name}")
-        layers = opts.get("layers")
-        if layers is not None and (not isinstance(layers, list) or not layers
-                                   or not all(isinstance(x, str) for x in layers)):
-            raise InputError(f"{_SECTION}.options.{name}.layers",
-                             f"expected a non-empty list of layer keys, got {layers!r}")
-    return ExtractConfig(models=tuple(models), device=device, batch_size=batch, seed=seed,
-                         threads=threads, options={str(k): dict(v) for k, v in options.items()})
+    return section(ExtractConfig, params, "extract")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -235,8 +228,10 @@ def extract_activations(
         "device": str(runner.device),
         "torch_version": torch.__version__,
         "config": {**asdict(config), "models": list(config.models)},
-        "seconds": round(seconds, 3),
     }
+    # The timing is logged, not stored: the file must be the same bytes on every run.
+    log.debug("%s: %d sounds through %d layers in %.1f s on %s", spec.name, len(clips),
+             len(acts), seconds, runner.device)
     return Activations(model=spec.name, layers=acts, stimuli=tuple(names), meta=meta)
 
 
@@ -257,7 +252,9 @@ def run_extract(
     config = parse_config(params)
     runner = build_runner(model_name, config)
     stimuli = load_stimuli(wav_dir, labels_csv, sample_rate=runner.sample_rate)
+    t0 = time.perf_counter()
     acts = extract_activations(runner, stimuli.audio, stimuli.sample_rate, stimuli.names, config)
+    seconds = time.perf_counter() - t0
     save_activations(out_path, acts)
     weights = acts.meta.get("weights") or {}
     return {
@@ -265,7 +262,7 @@ def run_extract(
         "n_sounds": len(acts.stimuli),
         "layers": acts.layer_names,
         "layer_dims": acts.meta["layer_dims"],
-        "seconds": acts.meta["seconds"],
+        "seconds": round(seconds, 3),
         "device": acts.meta["device"],
         "weights_sha256": weights.get("sha256"),
         "output_sha256": sha256_file(out_path),

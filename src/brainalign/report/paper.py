@@ -18,14 +18,20 @@ def _escape(text: str) -> str:
     return text.replace("\\", "/").replace("_", "\\_").replace("&", "\\&").replace("%", "\\%")
 
 
-def provenance_tex(table: pd.DataFrame, tasks: list[str], commit: str) -> str:
-    """``\\newcommand`` definitions used by paper/brainalign.tex."""
+def provenance_tex(table: pd.DataFrame, tasks: list[str], source: str, lock: str) -> str:
+    """``\\newcommand`` definitions used by paper/brainalign.tex.
+
+    The code is named by content (``source``: sha256 of the package's files, ``lock``: of
+    uv.lock; see :mod:`brainalign.provenance`), not by git commit, so a rebuild of the same code
+    gives the same PDF.
+    """
     simulated = bool(table["simulated_voxels"].any())
     lines = [
         rf"\newcommand{{\dataprovenance}}{{{SIMULATED if simulated else REAL}}}",
         rf"\newcommand{{\nmodels}}{{{len(table)}}}",
         rf"\newcommand{{\ntasks}}{{{len(tasks)}}}",
         rf"\newcommand{{\tasklist}}{{{_escape(', '.join(tasks))}}}",
-        rf"\newcommand{{\gitcommit}}{{{_escape(commit[:12])}}}",
+        rf"\newcommand{{\sourcedigest}}{{{_escape(source[:12])}}}",
+        rf"\newcommand{{\lockdigest}}{{{_escape(lock[:12])}}}",
     ]
     return "\n".join(lines) + "\n"
