@@ -27,14 +27,24 @@ def _write(fh: BinaryIO, arrays: Mapping[str, np.ndarray], compress: bool) -> No
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(fh, mode="w", compression=method) as zf:
         for name, value in arrays.items():
-            arr = np.asanyarray(value)
-            if arr.dtype.hasobject:
+            data = np.asarray(value)
+            if not data.flags.c_contiguous:  # (ascontiguousarray would turn 0-d into 1-d)
+                data = data.copy(order="C")
+            if data.dtype.hasobject:
                 raise TypeError(f"NPZ member {name!r}: object arrays would need pickle")
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header, np.lib.format.header_data_from_array_1_0(data))
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
             info.compress_type = method
             info.external_attr = 0o644 << 16
-            with zf.open(info, mode="w", force_zip64=True) as member:
-                np.lib.format.write_array(member, arr, allow_pickle=False)
+            # The size is declared up front, so zipfile writes ZIP64 headers only for members
+            # over 4 GiB; with force_zip64 the local headers differ between CPython 3.11.2 and
+            # 3.11.7 (the image's Python and uv's), and so would every file's bytes.
+            info.file_size = header.tell() + data.nbytes
+            with zf.open(info, mode="w") as member:
+                member.write(header.getvalue())
+                member.write(data.reshape(-1).view(np.uint8))
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray], compress: bool = False) -> bytes:
