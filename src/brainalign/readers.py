@@ -11,29 +11,27 @@ import yaml
 from brainalign.errors import InputError
 
 
-def _read(path: str | Path, missing: str, parse: Any, kind: str, errors: Any) -> Any:
+def _read_mapping(path: str | Path, missing: str, expected: str, parse: Any, kind: str,
+                  errors: Any) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, missing)
     try:
-        return parse(path.read_text())
+        data = parse(path.read_text())
     except errors as exc:
         raise InputError(path, f"not valid {kind} ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, expected)
+    return data
 
 
 def read_json_object(path: str | Path, missing: str, expected: str = "expected a JSON object"
                      ) -> dict[str, Any]:
     """The JSON object in ``path``; ``missing``/``expected`` say what a user should know."""
-    data = _read(path, missing, json.loads, "JSON", json.JSONDecodeError)
-    if not isinstance(data, dict):
-        raise InputError(path, expected)
-    return data
+    return _read_mapping(path, missing, expected, json.loads, "JSON", json.JSONDecodeError)
 
 
 def read_yaml_mapping(path: str | Path, missing: str, expected: str = "expected a mapping"
                       ) -> dict[str, Any]:
     """The YAML mapping in ``path`` (safe loader); errors as :func:`read_json_object`."""
-    data = _read(path, missing, yaml.safe_load, "YAML", yaml.YAMLError)
-    if not isinstance(data, dict):
-        raise InputError(path, expected)
-    return data
+    return _read_mapping(path, missing, expected, yaml.safe_load, "YAML", yaml.YAMLError)
