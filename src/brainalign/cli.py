@@ -39,16 +39,15 @@ def _git_head() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
 
 
-def git_commit() -> str:
+def git_commit(image: str | None = None) -> str:
     """The git commit of the code that runs.
 
-    In the Docker image $BRAINALIGN_GIT_COMMIT is the commit the image was built from; it is
-    the answer when the image's own copy runs (its build outputs are not in the image, so git
-    would call it dirty). When a checkout is mounted over it (``make docker-demo``), git's HEAD
-    of that checkout is the code that runs and wins.
+    In the Docker image $BRAINALIGN_GIT_COMMIT (``image``) is the commit the image was built
+    from; it is the answer when the image's own copy runs (its build outputs are not in the
+    image, so git would call it dirty). When a checkout is mounted over it
+    (``make docker-demo``), git's HEAD of that checkout is the code that runs and wins.
     """
     head = _git_head()
-    image = os.environ.get("BRAINALIGN_GIT_COMMIT")
     if image and (head is None or head.removesuffix("-dirty") == image):
         return image
     return head or "unknown"
@@ -57,9 +56,9 @@ def git_commit() -> str:
 def version_string() -> str:
     """``brainalign <version>, git <commit>[, image <commit>], source sha256 <hash>, uv.lock
     sha256 <hash>``: the last two are what the manuscript's title page names (content digests)."""
-    commit = git_commit()
-    parts = [f"brainalign {__version__}", f"git {commit}"]
     image = os.environ.get("BRAINALIGN_GIT_COMMIT")
+    commit = git_commit(image)
+    parts = [f"brainalign {__version__}", f"git {commit}"]
     if image and image != commit:
         parts.append(f"image {image}")
     parts.append(f"source sha256 {source_sha256()}")

@@ -13,6 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from brainalign.data.fetch import sha256_of
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 _SOURCE_SUFFIXES = {".py", ".json", ".yaml"}
 
@@ -26,7 +28,7 @@ def source_sha256(package_dir: Path = PACKAGE_DIR) -> str:
     )
     for path in files:
         rel = path.relative_to(package_dir).as_posix()
-        digest.update(f"{rel}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+        digest.update(f"{rel}\0{sha256_of(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -38,5 +40,5 @@ def lock_sha256() -> str | None:
         return env
     lock = PACKAGE_DIR.parents[1] / "uv.lock"
     if lock.is_file():
-        return hashlib.sha256(lock.read_bytes()).hexdigest()
+        return sha256_of(lock)
     return None
