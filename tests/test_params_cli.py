@@ -133,51 +133,48 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     ]
 
 
-def test_model_weights_dependencies_point_at_the_files_that_pin_the_weights():
-    """params.yaml `models.<name>.weights` (a DVC dependency) is the module that fixes the model:
-    it holds the pinned sha256 of the weight file, or the untrained model's initialisation."""
-    from brainalign.models.registry import get_spec, model_names, weights_dependency
+def test_model_dependencies_are_the_models_own_files():
+    """params.yaml `models.<name>` names the DVC dependencies of the model's stages: its family
+    module, its front end and what fixes its weights (the packaged file's pinned sha256 in the
+    family module, or data/weights/<name>); nothing wider."""
+    from brainalign.models.registry import get_spec, model_names, stage_dependencies
 
     params = load_params(REPO / "params.yaml")
     for name, entry in params["models"].items():
         assert name in model_names()
-        declared = entry["weights"]
-        assert declared == weights_dependency(name), name
-        assert not declared.startswith(".venv"), name  # the image's environment is elsewhere
-        source = (REPO / declared).read_text()
+        assert entry == stage_dependencies(name), name
         spec = get_spec(name)
+        assert entry["code"] == f"src/{spec.module.replace('.', '/')}.py"
+        for path in entry.values():
+            assert not path.startswith(".venv"), name  # the image's environment is elsewhere
+            assert path != "src/brainalign/models", name
         if spec.weights is None:
             assert spec.training == "untrained", name
         else:
-            assert spec.weights.sha256 in source, name
+            assert spec.weights.sha256 in (REPO / entry["weights"]).read_text(), name
 
 
-def test_paper_profile_refuses_until_its_models_exist(tmp_path):
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    run = subprocess.run([sys.executable, "-m", "brainalign", "profile", "paper"], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert run.returncode == 2
-    assert "36 of its models are not in the registry yet" in run.stderr
-    assert (tmp_path / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
-
-
-def test_paper_profile_rewrites_params(tmp_path, monkeypatch):
+def test_paper_profile_rewrites_params(tmp_path):
     import yaml
-
-    import brainalign.models.registry as registry
 
     paper = yaml.safe_load((REPO / "src/brainalign/profiles/paper.yaml").read_text())
     assert len(paper["models"]) == 36
-    monkeypatch.setattr(registry, "model_names", lambda: list(paper["models"]))
-    monkeypatch.setattr(registry, "weights_dependency", lambda name: f"src/{name}.py")
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     args = ["profile", "paper", "--params", str(tmp_path / "params.yaml")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     params = load_params(tmp_path / "params.yaml")
-    assert params["data"]["fmri"] == "lab" and params["data"]["fetch"] == ["github", "lab", "hear"]
+    assert params["data"]["fmri"] == "lab"
+    assert params["data"]["fetch"] == ["github", "lab", "hear", "weights"]
+    assert params["data"]["stimuli"] == "lab/data/stimuli/165_natural_sounds"
+    assert params["extract"]["resampler"] == "soxr_hq" and params["extract"]["batch_size"] == 1
     assert list(params["models"]) == paper["models"]
-    assert all(params["models"][m] == {"weights": f"src/{m}.py"} for m in paper["models"])
+    beats = params["models"]["BEATs_iter1"]
+    assert beats == {"code": "src/brainalign/models/beats.py",
+                     "frontend": "src/brainalign/models/frontends/kaldi.py",
+                     "weights": "data/weights/BEATs_iter1"}
+    assert params["models"]["braindnn_spectemp_filters"]["code"] == (
+        "src/brainalign/models/spectemp.py")
     assert params["downstream"]["tasks"][0] == "nsynth_pitch-v2.2.3-50h"
     assert params["regression"] == load_params(REPO / "params.yaml")["regression"]
 

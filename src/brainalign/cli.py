@@ -115,7 +115,16 @@ def fetch(
     group: Annotated[
         list[str] | None,
         typer.Option(
-            "--group", "-g", help="github | lab | hear (repeatable); default: params data.fetch."
+            "--group", "-g",
+            help="github | lab | hear | weights (repeatable); default: params data.fetch.",
+        ),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", "-m",
+            help="With the weights group: only these models' checkpoints (repeatable); "
+                 "default: the models of params.yaml.",
         ),
     ] = None,
     mirror: Annotated[
@@ -129,7 +138,11 @@ def fetch(
         typer.Option("--dvc/--no-dvc", help="Record data/ in data.dvc afterwards (`dvc add`)."),
     ] = True,
 ) -> None:
-    """Fetch the raw inputs into the data root (checksums verified), then simulate if configured."""
+    """Fetch the raw inputs into the data root (checksums verified), then simulate if configured.
+
+    The weights group places each model's checkpoints in data/weights/<model>/ (trust on first
+    use: the first download records its sha256 in the registry; commit that file).
+    """
     from brainalign.data.fetch import fetch as do_fetch
     from brainalign.data.layout import DataParams
     from brainalign.params import section
@@ -137,7 +150,16 @@ def fetch(
     p = _params(params)
     data = section(DataParams, p.get("data"), "data")
     groups = tuple(group) if group else data.fetch
-    placed = do_fetch(groups, data.root, mirror)
+    models_ = None
+    if "weights" in groups:
+        from brainalign.models.registry import get_spec
+
+        models_ = list(model) if model else _run_models(p)
+        for name in models_:
+            get_spec(name, where="--model")
+    elif model:
+        raise InputError("--model", "only applies to the weights group (add --group weights)")
+    placed = do_fetch(groups, data.root, mirror, models=models_)
     log.info("fetched %d inputs (%s) into %s", len(placed), ", ".join(groups), data.root)
     if data.fmri == "simulated":
         _simulate(p)
@@ -193,11 +215,12 @@ def check(params: ParamsOpt = Path("params.yaml")) -> None:
     from brainalign.data.components import load_components
     from brainalign.data.fmri import load_voxel_dataset
     from brainalign.data.folds import load_folds
-    from brainalign.data.stimuli import GITHUB_SAMPLE_RATE, load_stimuli
+    from brainalign.data.stimuli import load_stimuli
 
     layout = _layout(_params(params))
-    stim = load_stimuli(layout.wav_dir, layout.labels_csv, GITHUB_SAMPLE_RATE)
-    typer.echo(f"stimuli: {len(stim)} sounds at {stim.sample_rate} Hz, canonical order")
+    stim = load_stimuli(layout.wav_dir, layout.labels_csv, sample_rate=None, source_rate=None)
+    typer.echo(f"stimuli: {len(stim)} sounds at {stim.sample_rate} Hz in {layout.wav_dir}, "
+               "canonical order")
     folds = load_folds(layout.folds)
     typer.echo(
         f"folds: {len(folds)} sounds, counts {list(map(int, __import__('numpy').bincount(folds)))}"
@@ -224,7 +247,7 @@ def _run_models(params: dict) -> list[str]:
     models = params.get("models")
     if not isinstance(models, dict) or not models:
         raise InputError(
-            "params.yaml: models", "expected a mapping of model name -> {weights: path}"
+            "params.yaml: models", "expected a mapping of model name -> {code, frontend, weights}"
         )
     return list(models)
 
@@ -257,16 +280,28 @@ def _datasets(params: dict) -> dict:
 
 
 @app.command()
-def models() -> None:
-    """List every registered model (name, family, training, rate, layers)."""
+def models(
+    weights: Annotated[
+        bool, typer.Option("--weights/--no-weights", help="Also list each model's weight files.")
+    ] = True,
+) -> None:
+    """List every registered model: family, training, rate, layers, weight sources."""
     from brainalign.models.registry import get_spec, model_names
+    from brainalign.models.weights import describe_sources
 
     for name in model_names():
         spec = get_spec(name)
         typer.echo(
-            f"{name:20s} {spec.family:14s} {spec.training:16s} {spec.sample_rate:6d} Hz  "
-            f"{len(spec.layers)} layers"
+            f"{name:36s} {spec.family:13s} {spec.training:16s} {spec.sample_rate:6d} Hz  "
+            f"{len(spec.layers):2d} layers  {spec.label}"
         )
+        if not weights:
+            continue
+        if spec.weights is not None:
+            typer.echo(f"    {spec.weights.distribution or spec.weights.package}=="
+                       f"{spec.weights.version} {spec.weights.path}")
+        for line in describe_sources(name) if spec.fetched else []:
+            typer.echo(f"    {line}")
 
 
 @app.command()
@@ -279,7 +314,8 @@ def extract(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
         raise InputError("--model", f"{model!r} is not in params.yaml models: {_run_models(p)}")
     layout = _layout(p)
     info = run_extract(
-        model, layout.wav_dir, layout.labels_csv, _activations(model), _extract_section(p)
+        model, layout.wav_dir, layout.labels_csv, _activations(model), _extract_section(p),
+        data_root=layout.root,
     )
     # Timings are logged, not recorded as metrics: two runs must give identical metrics.
     _write_metrics(
@@ -289,7 +325,7 @@ def extract(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
             "model": info["model"],
             "n_sounds": info["n_sounds"],
             "layer_dims": info["layer_dims"],
-            "weights_sha256": info.get("weights_sha256"),
+            "weights_sha256": info.get("weights"),
         },
     )
     log.info("extracted %s: %d layers in %.1f s", model, len(info["layers"]), info["seconds"])
@@ -365,7 +401,7 @@ def build_tasks(params: ParamsOpt = Path("params.yaml")) -> None:
     p = _params(params)
     layout = _layout(p)
     counts = run_build_mini_tasks(
-        layout.wav_dir, layout.labels_csv, layout.folds, layout.tasks, p.get("mini_tasks")
+        layout.github_wav_dir, layout.labels_csv, layout.folds, layout.tasks, p.get("mini_tasks")
     )
     log.info("built mini tasks under %s: %s", layout.tasks, counts)
 
@@ -384,7 +420,8 @@ def downstream(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None
     p = _params(params)
     layout = _layout(p)
     cfg = DownstreamConfig.from_params(p.get("downstream"))
-    embed, rate = registry_embedder(model, parse_config(_extract_section(p)))
+    embed, rate = registry_embedder(model, parse_config(_extract_section(p)),
+                                    data_root=_layout(p).root)
     out = BUILD / "downstream" / model
     cache = out / "embeddings"
     if NAT165 in cfg.tasks and _activations(model).is_file():
@@ -570,14 +607,14 @@ def profile(
     if missing:
         raise InputError(
             f"profile {name}",
-            f"{len(missing)} of its models are not in the registry yet: {missing[:4]}... "
-            "(register them with their weight URLs and checksums first)",
+            f"{len(missing)} of its models are not in the registry: {missing[:4]}...",
         )
-    from brainalign.models.registry import weights_dependency
+    from brainalign.models.registry import stage_dependencies
 
+    root = str(overrides.get("data", {}).get("root", p.get("data", {}).get("root", "data")))
     for key, value in overrides.items():
         if key == "models":
-            p["models"] = {m: {"weights": weights_dependency(m)} for m in value}
+            p["models"] = {m: stage_dependencies(m, root) for m in value}
         elif isinstance(value, dict):
             p.setdefault(key, {}).update(value)
         else:

@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import socket
 import tarfile
 import threading
@@ -35,7 +36,7 @@ def test_registry_pins_every_github_input(mirror_root):
     github = [e for e in entries if e.group == "github"]
     assert len(github) == 168
     assert {e.url: e.sha256 for e in github} == sums
-    assert {e.group for e in entries if e.sha256 is None} <= {"lab", "hear"}
+    assert {e.group for e in entries if e.sha256 is None} <= {"lab", "hear", "weights"}
     assert len([e for e in entries if e.group == "hear"]) == 6
 
 
@@ -176,3 +177,140 @@ def test_truncated_archive_is_an_error(tmp_path):
 def test_unknown_group(tmp_path):
     with pytest.raises(InputError, match="unknown group"):
         fetch(["zenodo"], tmp_path)
+
+
+# --------------------------------------------------------------------------- the weights group
+def _weights_registry(tmp_path: Path, entries: list[dict]) -> Path:
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"github": [], "lab": [], "hear": [], "weights": entries}))
+    return registry
+
+
+def test_hub_branch_is_resolved_to_a_commit_and_recorded(tmp_path, http_server, monkeypatch):
+    www, base = http_server
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    api = www / "api" / "models" / "org" / "repo" / "revision"
+    api.mkdir(parents=True)
+    (api / "main").write_text(json.dumps({"sha": commit}))
+    blob = www / "org" / "repo" / "resolve" / commit / "model.pt"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"weights v1")
+    monkeypatch.setenv("HF_ENDPOINT", base)
+    registry = _weights_registry(tmp_path, [
+        {"path": "weights/m1/model.pt", "sha256": None,
+         "hf": {"repo": "org/repo", "file": "model.pt", "revision": "main", "commit": None}},
+        {"path": "weights/m2/model.pt", "sha256": None,  # the same bytes in another folder
+         "hf": {"repo": "org/repo", "file": "model.pt", "revision": "main", "commit": None}},
+    ])
+    fetch(["weights"], tmp_path / "data", None, registry, models=["m1", "m2"])
+    raw = json.loads(registry.read_text())["weights"]
+    digest = hashlib.sha256(b"weights v1").hexdigest()
+    assert [(e["hf"]["commit"], e["sha256"]) for e in raw] == [(commit, digest)] * 2
+    assert (tmp_path / "data/weights/m2/model.pt").read_bytes() == b"weights v1"
+    # later fetches ask for the recorded commit, not the branch: a moved branch changes nothing
+    (api / "main").write_text(json.dumps({"sha": "f" * 40}))
+    fetch(["weights"], tmp_path / "data2", None, registry, models=["m1"])
+    assert (tmp_path / "data2/weights/m1/model.pt").read_bytes() == b"weights v1"
+    assert not (tmp_path / "data2/weights/m2").exists()  # only the requested model
+
+
+def test_published_prefix_and_blob_id_are_checked_on_first_use(tmp_path):
+    data = b"some checkpoint"
+    url = "https://example.org/files/ckpt.pt"
+    root = _tmp_mirror(tmp_path, url, data)
+    good = hashlib.sha256(data).hexdigest()
+    for extra, ok in (({"sha256_prefix": good[:8]}, True), ({"sha256_prefix": "00000000"}, False),
+                      ({"git_blob_sha1": hashlib.sha1(b"blob 15\0" + data).hexdigest()}, True),
+                      ({"git_blob_sha1": "0" * 40}, False), ({"size": 15}, True),
+                      ({"size": 16}, False)):
+        registry = _weights_registry(tmp_path, [
+            {"path": "weights/m/ckpt.pt", "url": url, "sha256": None, **extra}])
+        dest = tmp_path / "data" / "weights" / "m" / "ckpt.pt"
+        if ok:
+            fetch(["weights"], tmp_path / "data", root, registry)
+            assert json.loads(registry.read_text())["weights"][0]["sha256"] == good
+            dest.unlink()
+        else:
+            with pytest.raises(InputError, match="refusing it"):
+                fetch(["weights"], tmp_path / "data", root, registry)
+            assert not dest.exists()
+            assert json.loads(registry.read_text())["weights"][0]["sha256"] is None
+
+
+def test_archive_members_are_extracted_alone_and_pinned(tmp_path):
+    url = "https://example.org/ckpts.tar"
+    archive = _tar_bytes({"model_checkpoints/run/a/5_checkpoint.pt": b"A" * 10,
+                          "model_checkpoints/run/b/5_checkpoint.pt": b"B" * 10,
+                          "model_checkpoints/huge/other.bin": b"x" * 1000})
+    root = _tmp_mirror(tmp_path, url, archive)
+    registry = _weights_registry(tmp_path, [{
+        "path": "downloads/ckpts.tar", "url": url, "sha256": None,
+        "members": [{"member": "run/a/5_checkpoint.pt", "path": "weights/ma/5_checkpoint.pt",
+                     "sha256": None},
+                    {"member": "run/b/5_checkpoint.pt", "path": "weights/mb/5_checkpoint.pt",
+                     "sha256": None}]}])
+    data = tmp_path / "data"
+    placed = fetch(["weights"], data, root, registry, models=["ma"])
+    assert placed == [data / "weights/ma/5_checkpoint.pt"]
+    assert (data / "weights/ma/5_checkpoint.pt").read_bytes() == b"A" * 10
+    assert not (data / "weights/mb").exists() and not (data / "model_checkpoints").exists()
+    raw = json.loads(registry.read_text())["weights"][0]
+    assert raw["sha256"] == hashlib.sha256(archive).hexdigest()
+    assert raw["members"][0]["sha256"] == hashlib.sha256(b"A" * 10).hexdigest()
+    assert raw["members"][1]["sha256"] is None
+    # a verified member needs no archive: remove it everywhere and fetch again
+    (data / "downloads/ckpts.tar").unlink()
+    (root / "example.org/ckpts.tar").unlink()
+    fetch(["weights"], data, root, registry, models=["ma"])
+    # a member replaced on disk is re-extracted from the (re-fetched, verified) archive
+    _tmp_mirror(tmp_path, url, archive)
+    (data / "weights/ma/5_checkpoint.pt").write_bytes(b"tampered")
+    fetch(["weights"], data, root, registry, models=["ma"])
+    assert (data / "weights/ma/5_checkpoint.pt").read_bytes() == b"A" * 10
+
+
+def test_archive_member_must_be_unique_and_regular(tmp_path):
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(_tar_bytes({"x/5_checkpoint.pt": b"1", "y/5_checkpoint.pt": b"2"}))
+    from brainalign.data.fetch import Member, extract_members
+
+    with pytest.raises(InputError, match="exactly one member"):
+        extract_members(archive, [Member("5_checkpoint.pt", "w/m/c.pt")], tmp_path / "d")
+    with tarfile.open(tmp_path / "l.tar", "w") as tar:
+        info = tarfile.TarInfo("run/5_checkpoint.pt")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(InputError, match="link or device"):
+        extract_members(tmp_path / "l.tar", [Member("run/5_checkpoint.pt", "w/m/c.pt")],
+                        tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_alternate_source_is_tried_when_the_first_fails(tmp_path, http_server):
+    www, base = http_server
+    (www / "mirror2.bin").write_bytes(b"same bytes")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/gone.bin"
+    registry = _weights_registry(tmp_path, [
+        {"path": "weights/m/w.bin", "url": dead, "alternates": [f"{base}/mirror2.bin"],
+         "sha256": None}])
+    from brainalign.data import fetch as fetch_module
+
+    fetch_module.fetch(["weights"], tmp_path / "data", None, registry, retries=0)
+    assert (tmp_path / "data/weights/m/w.bin").read_bytes() == b"same bytes"
+
+
+def test_several_mirror_roots(tmp_path, monkeypatch):
+    url = "https://example.org/a/w.bin"
+    first, second = tmp_path / "m1", tmp_path / "m2"
+    first.mkdir()
+    _tmp_mirror(tmp_path / "x", url, b"payload")
+    monkeypatch.setenv("BRAINALIGN_MIRROR", os.pathsep.join([str(first), str(tmp_path / "x" /
+                                                                             "mirror")]))
+    registry = _weights_registry(tmp_path, [{"path": "weights/m/w.bin", "url": url,
+                                             "sha256": None}])
+    fetch(["weights"], tmp_path / "data", None, registry)
+    assert (tmp_path / "data/weights/m/w.bin").read_bytes() == b"payload"
+    assert not second.exists()

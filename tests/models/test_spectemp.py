@@ -8,6 +8,7 @@ import torch
 
 from brainalign.models import spectemp as S
 from brainalign.models.extract import build_runner
+from brainalign.models.frontends import cochleagram as C
 
 # Computed by the reference code (jenellefeather/chcochleagram for the cochleagram,
 # model_metamers_pytorch spectemp.make_Hts_filterbank + full 2-D FFT filtering as in
@@ -25,14 +26,14 @@ def noise_coch() -> torch.Tensor:
     x = np.random.default_rng(0).standard_normal(40000).astype(np.float32)
     x = x - x.mean()
     x = x / np.sqrt(np.mean(x**2)) * 0.1
-    return S.cochleagram(torch.from_numpy(x)[None])
+    return C.cochleagram(torch.from_numpy(x)[None])
 
 
 def test_filter_bank_layout() -> None:
     filters = S.filter_list()
     assert len(filters) == 9 * 7 + 8 * 6 == 111
     assert filters[0] == (0.0, 0.0) and filters[-1] == (64.0, 2.0)
-    bank, cf = S.cochlear_filters(40000)
+    bank, cf = C.cochlear_filters(40000)
     assert bank.shape == (211, 20001)
     assert cf[4] > 50 and cf[-5] < 10000 and np.all(np.diff(cf) > 0)
     # power-complementary design: squared responses sum to 1 between the edges
@@ -41,9 +42,9 @@ def test_filter_bank_layout() -> None:
 
 
 def test_cochleagram_shape_and_tone_channel(make_tone) -> None:
-    coch = S.cochleagram(torch.from_numpy(make_tone(1000, 2.0, 20000, amp=0.1))[None])
+    coch = C.cochleagram(torch.from_numpy(make_tone(1000, 2.0, 20000, amp=0.1))[None])
     assert coch.shape == (1, 211, 390)
-    _, cf = S.cochlear_filters(40000)
+    _, cf = C.cochlear_filters(40000)
     peak = int(coch[0].mean(dim=1).argmax())
     assert abs(cf[peak] - 1000) / 1000 < 0.05
 

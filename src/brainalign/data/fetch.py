@@ -1,14 +1,24 @@
-"""Fetch every external input with a pinned URL and sha256, from a local mirror or the network.
+"""Fetch every external input from a pinned source, verified by sha256, mirror first.
 
-- The registry (``registry.json`` in this package, committed) lists each file's URL, sha256 and
-  destination under the data root.
-- A mirror root (``$BRAINALIGN_MIRROR``) maps ``https://<host>/<path>`` to
-  ``<mirror>/<host>/<path>``; a mirror copy is used first and verified like a download.
-- Downloads go through pooch (progress bar, retries, hash check, atomic move into place).
-- The lab tar and the HEAR tarballs have no published hash: the first successful download
-  records its sha256 in the registry (trust on first use) and every later fetch verifies it.
+- The registry (``registry.json`` in this package, committed; ``$BRAINALIGN_REGISTRY`` names
+  another) lists each file's source, sha256 and destination under the data root, in groups:
+  ``github`` (the public inputs, hashes published), ``lab`` (the lab release tar), ``hear`` (the
+  HEAR tarballs) and ``weights`` (the paper's model checkpoints, ``weights/<model>/...``).
+- A source is a URL, or a Hugging Face file (repo id, file path, revision). A revision that is a
+  branch is resolved to its commit at the first download, recorded in the registry, and every
+  later download asks for that commit. Entries may list ``alternates`` (other URLs of the same
+  bytes), tried in order when the source fails.
+- Mirrors (``$BRAINALIGN_MIRROR``, one or more roots separated by ``os.pathsep``) map
+  ``https://<host>/<path>`` to ``<root>/<host>/<path>``; a mirror copy is used first and
+  verified like a download.
+- Downloads go through pooch (progress bar, hash check, atomic move into place), with retries.
+- Files without a published hash (the lab tar, the HEAR tarballs, the checkpoints): the first
+  successful download records its sha256 in the registry (trust on first use) and every later
+  fetch verifies it. Commit the registry afterwards.
 - Archives are verified before unpacking; unpacking refuses absolute paths, ``..`` and links,
-  and lands atomically (temporary folder, then rename).
+  and lands atomically. An archive entry may instead list ``members``: only those files are
+  extracted (each found by its path suffix inside the archive), each hash learned on first use
+  like the archive's, so a present, verified member never needs the archive again.
 """
 
 from __future__ import annotations
@@ -17,13 +27,18 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import tempfile
+import time
+import zipfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlparse
 
 from brainalign.atomic import atomic_path, write_text
@@ -32,21 +47,98 @@ from brainalign.errors import InputError
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "BRAINALIGN_MIRROR"
-GROUPS = ("github", "lab", "hear")
+REGISTRY_ENV = "BRAINALIGN_REGISTRY"
+HF_ENDPOINT_ENV = "HF_ENDPOINT"
+HF_ENDPOINT = "https://huggingface.co"
+GROUPS = ("github", "lab", "hear", "weights")
+WEIGHTS_PREFIX = "weights/"
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A file of a Hugging Face repository at a revision (a branch until resolved to a commit)."""
+
+    repo: str
+    file: str
+    revision: str = "main"
+    commit: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.commit is None and _COMMIT_RE.match(self.revision):
+            object.__setattr__(self, "commit", self.revision)
+
+    def url(self, endpoint: str = HF_ENDPOINT, pinned: bool = True) -> str:
+        """``<endpoint>/<repo>/resolve/<commit or revision>/<file>``."""
+        rev = self.commit if (pinned and self.commit) else self.revision
+        return f"{endpoint.rstrip('/')}/{self.repo}/resolve/{rev}/{self.file}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file to extract from an archive: its path suffix inside it and its destination."""
+
+    member: str
+    path: str
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One external input: URL, sha256 (None until the first download) and destination."""
+    """One external input: source, sha256 (None until the first download) and destination."""
 
     group: str
     path: str
-    url: str
-    sha256: str | None
+    url: str = ""
+    sha256: str | None = None
     unpack_to: str | None = None
+    hf: HubFile | None = None
+    members: tuple[Member, ...] = ()
+    alternates: tuple[str, ...] = ()
+    size: int | None = None
+    sha256_prefix: str | None = None
+    git_blob_sha1: str | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.url and self.hf is None:
+            raise InputError(self.path, "registry entry has neither 'url' nor 'hf'")
+        if self.hf is not None and not self.url:
+            object.__setattr__(self, "url", self.hf.url())
+
+    @property
+    def source(self) -> str:
+        """What identifies the bytes: the URL, or ``hf://repo@revision/file``."""
+        if self.hf is not None:
+            return f"hf://{self.hf.repo}@{self.hf.revision}/{self.hf.file}"
+        return self.url
+
+    def destinations(self) -> list[str]:
+        """Data-root paths this entry places: the file itself, or its extracted members."""
+        return [m.path for m in self.members] if self.members else [self.path]
+
+
+def _entry(group: str, item: dict[str, Any], where: Path) -> RemoteFile:
+    try:
+        item = dict(item)
+        hf = item.pop("hf", None)
+        members = item.pop("members", ())
+        return RemoteFile(
+            group=group,
+            hf=HubFile(**hf) if hf else None,
+            members=tuple(Member(**m) for m in members),
+            alternates=tuple(item.pop("alternates", ())),
+            **item,
+        )
+    except TypeError as exc:
+        raise InputError(where, f"malformed {group} entry {item.get('path')!r} ({exc})") from None
 
 
 def default_registry_path() -> Path:
+    """``$BRAINALIGN_REGISTRY`` when set, else the committed ``registry.json``."""
+    env = os.environ.get(REGISTRY_ENV)
+    if env:
+        return Path(env)
     return Path(str(resources.files("brainalign.data").joinpath("registry.json")))
 
 
@@ -57,11 +149,14 @@ def load_registry(path: str | Path | None = None) -> list[RemoteFile]:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(path, f"not a readable registry ({exc})") from None
-    entries = []
-    for group in GROUPS:
-        for item in raw.get(group, []):
-            entries.append(RemoteFile(group=group, **item))
-    return entries
+    return [_entry(group, item, path) for group in GROUPS for item in raw.get(group, [])]
+
+
+def model_entries(entries: Iterable[RemoteFile], model: str) -> list[RemoteFile]:
+    """The ``weights`` entries that place files under ``weights/<model>/``."""
+    prefix = f"{WEIGHTS_PREFIX}{model}/"
+    return [e for e in entries if e.group == "weights"
+            and any(d.startswith(prefix) for d in e.destinations())]
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -74,7 +169,7 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def mirror_path(url: str, mirror_root: str | Path) -> Path:
-    """Map ``https://host/a/b`` to ``<mirror_root>/host/a/b``."""
+    """Map ``https://host/a/b?q`` to ``<mirror_root>/host/a/b`` (the query is dropped)."""
     parsed = urlparse(url)
     rel = PurePosixPath(parsed.netloc) / parsed.path.lstrip("/")
     if ".." in rel.parts:
@@ -82,17 +177,23 @@ def mirror_path(url: str, mirror_root: str | Path) -> Path:
     return Path(mirror_root) / rel
 
 
+def resolve_mirrors(mirror_root: str | Path | None = None) -> list[Path]:
+    """The mirror roots: the argument, else ``$BRAINALIGN_MIRROR`` (``os.pathsep``-separated)."""
+    if mirror_root is not None:
+        roots, where = [Path(mirror_root)], str(mirror_root)
+    else:
+        env = os.environ.get(MIRROR_ENV) or ""
+        roots, where = [Path(p) for p in env.split(os.pathsep) if p], f"${MIRROR_ENV}"
+    for root in roots:
+        if not root.is_dir():
+            raise InputError(where, f"mirror root {root} is not a folder")
+    return roots
+
+
 def resolve_mirror(mirror_root: str | Path | None = None) -> Path | None:
-    """The mirror root from the argument or ``$BRAINALIGN_MIRROR`` (None when unset)."""
-    root = mirror_root if mirror_root is not None else os.environ.get(MIRROR_ENV) or None
-    if root is None:
-        return None
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(
-            f"${MIRROR_ENV}" if mirror_root is None else root, f"mirror root {root} is not a folder"
-        )
-    return root
+    """The first mirror root (None when none is configured)."""
+    roots = resolve_mirrors(mirror_root)
+    return roots[0] if roots else None
 
 
 def _verify(path: Path, expected: str | None, origin: str) -> str:
@@ -106,32 +207,195 @@ def _verify(path: Path, expected: str | None, origin: str) -> str:
     return actual
 
 
-def _download(entry: RemoteFile, dest: Path, retries: int) -> None:
-    """Download ``entry.url`` to ``dest`` with pooch (atomic, progress bar, hash check, retries)."""
+def _no_network(url: str, exc: Exception) -> InputError:
+    return InputError(
+        url,
+        f"download failed ({type(exc).__name__}); no network? Set ${MIRROR_ENV} to a "
+        "folder laid out as <host>/<path> holding a copy",
+    )
+
+
+def hf_endpoint() -> str:
+    return os.environ.get(HF_ENDPOINT_ENV) or HF_ENDPOINT
+
+
+def resolve_hub_commit(hf: HubFile, timeout: float = 30.0) -> str:
+    """The commit a branch of a Hugging Face repo points at (the Hub's revision API)."""
+    import requests
+
+    url = f"{hf_endpoint().rstrip('/')}/api/models/{hf.repo}/revision/{hf.revision}"
+    try:
+        response = requests.get(url, timeout=timeout)
+        response.raise_for_status()
+        sha = response.json().get("sha", "")
+    except (requests.exceptions.RequestException, ValueError) as exc:
+        raise _no_network(url, exc) from None
+    if not _COMMIT_RE.match(str(sha)):
+        raise InputError(url, f"expected a 40-hex commit in the Hub's answer, got {sha!r}")
+    return str(sha)
+
+
+def _download_url(url: str, dest: Path, known: str | None, retries: int) -> None:
+    """One URL to ``dest`` with pooch (atomic, progress bar, hash check), retried."""
     import pooch
     import requests
 
-    url = entry.url
-    base, fname = url.rsplit("/", 1)
-    known = f"sha256:{entry.sha256}" if entry.sha256 else None
-    fetcher = pooch.create(
-        path=dest.parent,
-        base_url=base + "/",
-        registry={fname: known},
-        retry_if_failed=retries,
-    )
-    try:
-        downloaded = Path(fetcher.fetch(fname, progressbar=True))
-    except ValueError as exc:  # pooch's hash mismatch
-        raise InputError(url, f"checksum mismatch on download ({exc})") from None
-    except (requests.exceptions.RequestException, OSError) as exc:
-        raise InputError(
-            url,
-            f"download failed ({type(exc).__name__}); no network? Set ${MIRROR_ENV} to a "
-            "folder laid out as <host>/<path> holding a copy",
-        ) from None
-    if downloaded != dest:
-        os.replace(downloaded, dest)
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        try:
+            got = pooch.retrieve(url, known_hash=f"sha256:{known}" if known else None,
+                                 fname=dest.name, path=dest.parent, progressbar=True)
+            if Path(got) != dest:
+                os.replace(got, dest)
+            return
+        except ValueError as exc:  # pooch's hash mismatch: retrying will not help
+            raise InputError(url, f"checksum mismatch on download ({exc})") from None
+        except (requests.exceptions.RequestException, OSError) as exc:
+            last = exc
+            if attempt < retries:
+                time.sleep(min(2.0**attempt, 10.0))
+    assert last is not None
+    raise _no_network(url, last)
+
+
+@dataclass
+class _Registry:
+    """The registry file being fetched against; hashes and commits learned are written back."""
+
+    path: Path
+    learned: list[str] = field(default_factory=list)
+
+    def record(self, entry: RemoteFile, sha256: str | None = None, commit: str | None = None,
+               member: Member | None = None) -> None:
+        raw = json.loads(self.path.read_text())
+        for item in raw.get(entry.group, []):
+            same = _entry(entry.group, item, self.path).source == entry.source
+            if not same:
+                continue
+            if member is not None:
+                for m in item.get("members", []):
+                    if m["member"] == member.member and m.get("sha256") is None:
+                        m["sha256"] = sha256
+            else:
+                if sha256 is not None and item.get("sha256") is None:
+                    item["sha256"] = sha256
+                if commit is not None and item.get("hf") and item["hf"].get("commit") is None:
+                    item["hf"]["commit"] = commit
+        write_text(self.path, json.dumps(raw, indent=1) + "\n")
+        what = f"commit {commit}" if commit else f"sha256 {sha256}"
+        target = f"{entry.source} :: {member.member}" if member else entry.source
+        self.learned.append(f"{target}: {what}")
+        log.warning("recorded %s for %s in %s (trust on first use): commit this file so every "
+                    "later fetch verifies against it", what, target, self.path)
+
+
+def record_hash(entry: RemoteFile, sha256: str, registry_path: str | Path | None = None) -> None:
+    """Trust on first use: write the hash of a first download into the registry file."""
+    path = Path(registry_path) if registry_path is not None else default_registry_path()
+    _Registry(path).record(entry, sha256=sha256)
+
+
+def _candidates(entry: RemoteFile) -> list[str]:
+    """Source URLs in the order tried: the pinned one, the branch one (mirrors), alternates."""
+    urls = [entry.hf.url() if entry.hf else entry.url]
+    if entry.hf is not None and entry.hf.commit and entry.hf.revision != entry.hf.commit:
+        urls.append(entry.hf.url(pinned=False))
+    return urls + list(entry.alternates)
+
+
+def _from_mirror(entry: RemoteFile, dest: Path, mirrors: Sequence[Path]) -> str | None:
+    for url in _candidates(entry):
+        for root in mirrors:
+            local = mirror_path(url, root)
+            if local.is_file():
+                actual = _verify(local, entry.sha256, str(local))
+                with atomic_path(dest) as tmp:
+                    shutil.copyfile(local, tmp)
+                log.debug("copied %s from the mirror %s", entry.path, root)
+                return actual
+    return None
+
+
+def _download(entry: RemoteFile, dest: Path, retries: int, registry: _Registry) -> str:
+    hf = entry.hf
+    if hf is not None and hf.commit is None:
+        commit = resolve_hub_commit(hf)
+        registry.record(entry, commit=commit)
+        hf = HubFile(hf.repo, hf.file, hf.revision, commit)
+    urls = ([hf.url(hf_endpoint())] if hf else [entry.url]) + list(entry.alternates)
+    errors = []
+    for url in urls:
+        try:
+            _download_url(url, dest, entry.sha256, retries)
+            return _verify(dest, entry.sha256, url)
+        except InputError as exc:
+            if "checksum mismatch" in exc.problem:
+                raise
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    raise InputError(entry.path, "every source failed: " + "; ".join(str(e) for e in errors))
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        try:
+            tmp.unlink()
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def _place(entry: RemoteFile, data_root: Path, mirrors: Sequence[Path], registry: _Registry,
+           retries: int, placed: dict[str, Path]) -> Path:
+    """Put the entry's file at ``data_root/entry.path`` verified; returns the path."""
+    dest = data_root / entry.path
+    if dest.is_file():
+        if entry.sha256 is not None and sha256_of(dest) == entry.sha256:
+            placed.setdefault(entry.source, dest)
+            return dest
+        log.warning("%s exists but does not match its registry hash: fetching again", dest)
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    twin = placed.get(entry.source)
+    if twin is not None and twin.is_file():  # the same bytes under another model's folder
+        _link_or_copy(twin, dest)
+        actual = _verify(dest, entry.sha256, str(twin))
+    else:
+        found = _from_mirror(entry, dest, mirrors)
+        actual = found if found is not None else _download(entry, dest, retries, registry)
+    if entry.sha256 is None:
+        try:
+            _first_use_checks(entry, dest, actual)
+        except InputError:
+            dest.unlink()
+            raise
+        registry.record(entry, sha256=actual)
+    placed[entry.source] = dest
+    return dest
+
+
+def git_blob_sha1(path: str | Path) -> str:
+    """Git's object id of a file's content (``git hash-object``)."""
+    path = Path(path)
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_use_checks(entry: RemoteFile, dest: Path, sha256: str) -> None:
+    """What is published about a file without a full hash, checked before trusting it."""
+    if entry.sha256_prefix and not sha256.startswith(entry.sha256_prefix):
+        raise InputError(entry.url, f"first download has sha256 {sha256}, but the source "
+                         f"publishes the prefix {entry.sha256_prefix}: refusing it")
+    if entry.size is not None and dest.stat().st_size != entry.size:
+        raise InputError(entry.url, f"first download has {dest.stat().st_size} bytes, expected "
+                         f"{entry.size}: refusing it")
+    if entry.git_blob_sha1 and git_blob_sha1(dest) != entry.git_blob_sha1:
+        raise InputError(entry.url, f"first download is not git blob {entry.git_blob_sha1}: "
+                         "refusing it")
 
 
 def fetch_file(
@@ -142,44 +406,16 @@ def fetch_file(
     retries: int = 3,
 ) -> Path:
     """Place ``entry`` under ``data_root`` verified; returns its path. Skips a verified copy."""
-    data_root = Path(data_root)
-    dest = data_root / entry.path
-    if dest.is_file():
-        if entry.sha256 is not None and sha256_of(dest) == entry.sha256:
-            return dest
-        log.warning("%s exists but does not match its registry hash: fetching again", dest)
-        dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    mirror = resolve_mirror(mirror_root)
-    local = mirror_path(entry.url, mirror) if mirror is not None else None
-    if local is not None and local.is_file():
-        actual = _verify(local, entry.sha256, str(local))
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(local, tmp)
-        log.debug("copied %s from the mirror", entry.path)
-    else:
-        _download(entry, dest, retries)
-        actual = _verify(dest, entry.sha256, entry.url) if entry.sha256 is None else entry.sha256
-    if entry.sha256 is None:
-        record_hash(entry, actual, registry_path)
-    return dest
+    registry = _Registry(Path(registry_path) if registry_path else default_registry_path())
+    return _place(entry, Path(data_root), resolve_mirrors(mirror_root), registry, retries, {})
 
 
-def record_hash(entry: RemoteFile, sha256: str, registry_path: str | Path | None = None) -> None:
-    """Trust on first use: write the hash of a first download into the registry file."""
-    path = Path(registry_path) if registry_path is not None else default_registry_path()
-    raw = json.loads(path.read_text())
-    for item in raw[entry.group]:
-        if item["url"] == entry.url:
-            item["sha256"] = sha256
-    write_text(path, json.dumps(raw, indent=1) + "\n")
-    log.warning(
-        "recorded sha256 %s for %s in %s (trust on first use): commit this file so every later "
-        "fetch verifies against it",
-        sha256,
-        entry.url,
-        path,
-    )
+def _safe_member_name(archive: Path, member: tarfile.TarInfo) -> None:
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or ".." in name.parts:
+        raise InputError(archive, f"refusing unsafe member path {member.name!r}")
+    if member.issym() or member.islnk() or member.isdev():
+        raise InputError(archive, f"refusing link or device member {member.name!r}")
 
 
 def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
@@ -189,11 +425,7 @@ def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for member in members:
-                name = PurePosixPath(member.name)
-                if name.is_absolute() or ".." in name.parts:
-                    raise InputError(archive, f"refusing unsafe member path {member.name!r}")
-                if member.issym() or member.islnk() or member.isdev():
-                    raise InputError(archive, f"refusing link or device member {member.name!r}")
+                _safe_member_name(archive, member)
             dest_dir.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
             try:
@@ -214,26 +446,145 @@ def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
     return dest_dir
 
 
+def _open_members(archive: Path):
+    """(names, open(name) -> binary stream, check(name)) for a tar or zip archive."""
+    if zipfile.is_zipfile(archive):
+        zf = zipfile.ZipFile(archive)
+        infos = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+
+        def check_zip(name: str) -> None:
+            p = PurePosixPath(name)
+            if p.is_absolute() or ".." in p.parts:
+                raise InputError(archive, f"refusing unsafe member path {name!r}")
+            if (infos[name].external_attr >> 16) & 0o170000 == 0o120000:
+                raise InputError(archive, f"refusing link member {name!r}")
+
+        return zf, list(infos), (lambda n: zf.open(infos[n])), check_zip
+    tar = tarfile.open(archive)  # noqa: SIM115 - closed by the caller's with block
+    members = {m.name: m for m in tar.getmembers()}
+
+    def check_tar(name: str) -> None:
+        _safe_member_name(archive, members[name])
+        if not members[name].isfile():
+            raise InputError(archive, f"member {name!r} is not a regular file")
+
+    return tar, list(members), (lambda n: tar.extractfile(members[n])), check_tar
+
+
+def _find_member(archive: Path, names: Sequence[str], suffix: str) -> str:
+    suffix = suffix.strip("/")
+    hits = [n for n in names if n.strip("/") == suffix or n.endswith("/" + suffix)]
+    if len(hits) != 1:
+        what = "no member" if not hits else f"{len(hits)} members"
+        raise InputError(archive, f"expected exactly one member ending in {suffix!r}, found "
+                         f"{what}" + (f": {hits[:3]}" if hits else ""))
+    return hits[0]
+
+
+def extract_members(archive: str | Path, wanted: Sequence[Member], data_root: str | Path,
+                    ) -> dict[str, str]:
+    """Extract only ``wanted`` from a (verified) tar or zip archive; returns {member: sha256}.
+
+    Each member is found by its path suffix, must be a regular file with a safe path, and lands
+    atomically at ``data_root/<member.path>``; a member whose recorded sha256 differs from the
+    extracted bytes is an error and leaves nothing behind.
+    """
+    archive, data_root = Path(archive), Path(data_root)
+    hashes: dict[str, str] = {}
+    try:
+        handle, names, open_member, check = _open_members(archive)
+        with handle:
+            for want in wanted:
+                name = _find_member(archive, names, want.member)
+                check(name)
+                src = open_member(name)
+                assert src is not None
+                dest = data_root / want.path
+                digest = hashlib.sha256()
+                with atomic_path(dest) as tmp:
+                    with tmp.open("wb") as out:
+                        while block := src.read(1 << 20):
+                            digest.update(block)
+                            out.write(block)
+                    actual = digest.hexdigest()
+                    if want.sha256 is not None and actual != want.sha256:
+                        raise InputError(f"{archive}:{name}",
+                                         f"checksum mismatch: expected sha256 {want.sha256}, "
+                                         f"got {actual}")
+                hashes[want.member] = actual
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        raise InputError(archive, f"not a readable archive ({exc})") from None
+    return hashes
+
+
+def _member_ok(data_root: Path, member: Member) -> bool:
+    dest = data_root / member.path
+    return member.sha256 is not None and dest.is_file() and sha256_of(dest) == member.sha256
+
+
+def _select(entries: list[RemoteFile], groups: Sequence[str],
+            models: Sequence[str] | None) -> list[RemoteFile]:
+    chosen = [e for e in entries if e.group in groups and e.group != "weights"]
+    if "weights" in groups:
+        weights = [e for e in entries if e.group == "weights"]
+        if models is not None:
+            prefixes = tuple(f"{WEIGHTS_PREFIX}{m}/" for m in models)
+            keep = []
+            for e in weights:
+                if e.members:
+                    members = tuple(m for m in e.members if m.path.startswith(prefixes))
+                    if members:
+                        keep.append(RemoteFile(**{**e.__dict__, "members": members}))
+                elif e.path.startswith(prefixes):
+                    keep.append(e)
+            weights = keep
+        chosen += weights
+    return chosen
+
+
 def fetch(
     groups: tuple[str, ...] | list[str],
     data_root: str | Path,
     mirror_root: str | Path | None = None,
     registry_path: str | Path | None = None,
+    models: Sequence[str] | None = None,
+    retries: int = 3,
 ) -> list[Path]:
-    """Fetch (and unpack) every registry entry of ``groups``; returns the placed paths."""
+    """Fetch (and unpack) every registry entry of ``groups``; returns the placed paths.
+
+    ``models`` restricts the ``weights`` group to the files of those models (None: all).
+    """
     from tqdm import tqdm
 
     bad = sorted(set(groups) - set(GROUPS))
     if bad:
         raise InputError("fetch groups", f"unknown group(s) {bad}; expected some of {list(GROUPS)}")
-    entries = [e for e in load_registry(registry_path) if e.group in groups]
-    placed = []
-    for entry in tqdm(entries, desc="fetch", unit="file", disable=len(entries) < 2):
-        path = fetch_file(entry, data_root, mirror_root, registry_path)
+    data_root = Path(data_root)
+    registry = _Registry(Path(registry_path) if registry_path else default_registry_path())
+    mirrors = resolve_mirrors(mirror_root)
+    chosen = _select(load_registry(registry.path), groups, models)
+    out: list[Path] = []
+    placed: dict[str, Path] = {}
+    for entry in tqdm(chosen, desc="fetch", unit="file", disable=len(chosen) < 2):
+        if entry.members:
+            todo = {m.member for m in entry.members if not _member_ok(data_root, m)}
+            if todo:
+                archive = _place(entry, data_root, mirrors, registry, retries, placed)
+                fresh = next(e for e in load_registry(registry.path) if e.path == entry.path)
+                wanted = [m for m in fresh.members if m.member in todo]
+                for member in wanted:
+                    log.info("extracting %s from %s", member.member, archive.name)
+                hashes = extract_members(archive, wanted, data_root)
+                for member in wanted:
+                    if member.sha256 is None:
+                        registry.record(fresh, sha256=hashes[member.member], member=member)
+            out += [data_root / m.path for m in entry.members]
+            continue
+        path = _place(entry, data_root, mirrors, registry, retries, placed)
         if entry.unpack_to is not None:
-            target = Path(data_root) / entry.unpack_to
+            target = data_root / entry.unpack_to
             if not target.is_dir():
                 safe_extract(path, target)
             path = target
-        placed.append(path)
-    return placed
+        out.append(path)
+    return out

@@ -8,6 +8,11 @@ from typing import Literal
 
 from brainalign.errors import InputError
 
+GITHUB_STIMULI = "stimuli/wav"
+"""The GitHub copy of the 165 sounds (44.1 kHz), under the data root: the embedded default."""
+LAB_STIMULI = "lab/data/stimuli/165_natural_sounds"
+"""The lab release's 165 sounds (20 kHz), under the data root: what the paper fed the models."""
+
 
 @dataclass(frozen=True)
 class DataParams:
@@ -17,6 +22,7 @@ class DataParams:
     fetch: tuple[str, ...] = ("github",)
     fmri: Literal["simulated", "lab"] = "simulated"
     tasks: str = "build/tasks"
+    stimuli: str = GITHUB_STIMULI
 
 
 @dataclass(frozen=True)
@@ -26,15 +32,21 @@ class DataLayout:
     root: Path
     fmri: str = "simulated"
     tasks: Path = Path("build/tasks")
+    stimuli: str = GITHUB_STIMULI
 
     @classmethod
     def from_params(cls, p: DataParams) -> DataLayout:
-        return cls(Path(p.root), p.fmri, Path(p.tasks))
+        return cls(Path(p.root), p.fmri, Path(p.tasks), p.stimuli)
 
     @property
     def wav_dir(self) -> Path:
-        """The 165 sounds, GitHub copy (44.1 kHz)."""
-        return self.root / "stimuli" / "wav"
+        """The 165 sounds the models hear: params.yaml ``data.stimuli`` under the root."""
+        return self.root / self.stimuli
+
+    @property
+    def github_wav_dir(self) -> Path:
+        """The GitHub copy of the 165 sounds (44.1 kHz; the mini tasks are built from it)."""
+        return self.root / GITHUB_STIMULI
 
     @property
     def labels_csv(self) -> Path:

@@ -1,10 +1,14 @@
-"""Restricted unpickling for the two pickles the pipeline must read.
+"""Restricted unpickling for the pickles the pipeline must read.
 
 - The fold file (a joblib pickle of one numpy array): nothing but numpy array reconstruction is
   allowed, and the result must be one numeric ndarray.
 - The lab release's ``df_roi_meta.pkl`` (a pandas DataFrame): only the pandas and numpy globals
-  that a plain DataFrame of numbers and strings needs. Anything else (``os.system``,
-  ``builtins.eval``, ``pandas.eval`` ...) is refused before it can run.
+  that a plain DataFrame of numbers and strings needs.
+- Reference outputs (a dict of numpy arrays, with classes of a package we do not install
+  mapped to inert stand-ins): :func:`load_numpy_pickle`.
+
+Anything else (``os.system``, ``builtins.eval``, ``pandas.eval`` ...) is refused before it can
+run.
 """
 
 from __future__ import annotations
@@ -93,13 +97,17 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, to 
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, fh: io.BytesIO, allowed: set[tuple[str, str]], where: Path) -> None:
+    def __init__(self, fh: io.BytesIO, allowed: set[tuple[str, str]], where: Path,
+                 stand_ins: dict[tuple[str, str], type] | None = None) -> None:
         super().__init__(fh)
         self._fh = fh
         self._allowed = allowed
         self._where = where
+        self._stand_ins = stand_ins or {}
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._stand_ins:
+            return self._stand_ins[(module, name)]
         if (module, name) not in self._allowed and module.startswith("pandas"):
             module, name = _legacy_location(module, name)
         if (module, name) not in self._allowed:
@@ -138,14 +146,15 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, to 
         return np.frombuffer(raw, dtype=dtype).reshape(wrapper.shape, order=order).copy()
 
 
-def _load(path: Path, allowed: set[tuple[str, str]]) -> Any:
+def _load(path: Path, allowed: set[tuple[str, str]],
+          stand_ins: dict[tuple[str, str], type] | None = None) -> Any:
     if not path.is_file():
         raise InputError(path, "file not found")
     data = path.read_bytes()
     if not data:
         raise InputError(path, "file is empty")
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), allowed, path).load()
+        return _RestrictedUnpickler(io.BytesIO(data), allowed, path, stand_ins).load()
     except InputError:
         raise
     except Exception as exc:  # truncated or corrupt pickles raise many types
@@ -174,3 +183,24 @@ def load_dataframe_pickle(path: str | Path):  # -> pandas.DataFrame
     if not isinstance(obj, pd.DataFrame):
         raise InputError(path, f"expected a pandas DataFrame, found {type(obj).__name__}")
     return obj
+
+
+class StandIn:
+    """An inert stand-in for a class a pickle names: it records what it is given, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def load_numpy_pickle(path: str | Path,
+                      stand_ins: dict[tuple[str, str], type] | None = None) -> Any:
+    """Load a plain pickle of builtin containers and numpy arrays (e.g. a dict of arrays).
+
+    ``stand_ins`` maps ``(module, name)`` globals the file names (classes of a package we do
+    not install) to inert local classes; every other global but numpy's array reconstruction
+    is refused before it runs.
+    """
+    return _load(Path(path), _NUMPY_ARRAY_GLOBALS, stand_ins)

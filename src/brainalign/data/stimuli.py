@@ -140,17 +140,34 @@ def read_wav(path: str | Path, expected_rate: int | None = None) -> tuple[np.nda
     return audio[:, 0], int(rate)
 
 
-def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Resample mono float32 audio with torchaudio's band-limited sinc interpolation."""
+RESAMPLERS = ("soxr_hq", "torchaudio")
+
+
+def resample(audio: np.ndarray, orig_rate: int, target_rate: int,
+             method: str = "soxr_hq") -> np.ndarray:
+    """Resample mono float32 audio from ``orig_rate`` to ``target_rate``.
+
+    ``soxr_hq``: what ``librosa.load(path, sr=target)`` does in the authors' librosa 0.11
+    (``res_type='soxr_hq'``: ``soxr.resample(..., quality='soxr_hq')``), float32 in and out.
+    ``torchaudio``: torchaudio's band-limited sinc interpolation (Hann window, width 6).
+    """
     if orig_rate == target_rate:
         return np.ascontiguousarray(audio, dtype=np.float32)
-    import torch
-    import torchaudio.functional as taf
+    if method == "soxr_hq":
+        import soxr
 
-    out = taf.resample(
-        torch.from_numpy(np.asarray(audio, dtype=np.float32)), orig_rate, target_rate
-    )
-    return out.numpy().astype(np.float32, copy=False)
+        out = soxr.resample(np.asarray(audio, dtype=np.float32), orig_rate, target_rate,
+                            quality="soxr_hq")
+        return np.ascontiguousarray(out, dtype=np.float32)
+    if method == "torchaudio":
+        import torch
+        import torchaudio.functional as taf
+
+        out = taf.resample(
+            torch.from_numpy(np.asarray(audio, dtype=np.float32)), orig_rate, target_rate
+        )
+        return out.numpy().astype(np.float32, copy=False)
+    raise InputError("resampler", f"expected one of {list(RESAMPLERS)}, got {method!r}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,7 @@ class StimulusSet:
     audio: tuple[np.ndarray, ...] = field(repr=False)
     sample_rate: int
     source: str
+    sha256: tuple[str, ...] = ()
 
     @property
     def ids(self) -> np.ndarray:
@@ -174,14 +192,18 @@ class StimulusSet:
 def load_stimuli(
     wav_dir: str | Path,
     labels_csv: str | Path,
-    sample_rate: int,
+    sample_rate: int | None,
     source_rate: int | None = GITHUB_SAMPLE_RATE,
+    resampler: str = "soxr_hq",
 ) -> StimulusSet:
-    """Load the 165 sounds from ``wav_dir`` in canonical order, resampled to ``sample_rate``.
+    """Load the 165 sounds from ``wav_dir`` in canonical order.
 
     ``source_rate`` is the rate every file must have (44.1 kHz for the GitHub copy, 20 kHz for
-    the lab release); None accepts any rate.
+    the lab release); None accepts any rate shared by all files. ``sample_rate`` resamples
+    each sound to that rate with ``resampler``; None keeps the files' own rate.
     """
+    import hashlib
+
     wav_dir = Path(wav_dir)
     if not wav_dir.is_dir():
         raise InputError(wav_dir, "stimulus folder not found (run `brainalign fetch`)")
@@ -189,14 +211,22 @@ def load_stimuli(
     names = canonical_sort(stems)
     check_canonical(names, wav_dir)
     labels = read_category_labels(labels_csv)
-    audio = []
+    audio, hashes, rates = [], [], set()
     for name in names:
-        samples, rate = read_wav(wav_dir / f"{name}.wav", expected_rate=source_rate)
-        audio.append(resample(samples, rate, sample_rate))
+        path = wav_dir / f"{name}.wav"
+        samples, rate = read_wav(path, expected_rate=source_rate)
+        rates.add(rate)
+        hashes.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        if sample_rate is not None:
+            samples = resample(samples, rate, sample_rate, resampler)
+        audio.append(samples)
+    if len(rates) != 1:
+        raise InputError(wav_dir, f"expected every sound at one sample rate, found {sorted(rates)}")
     return StimulusSet(
         names=tuple(names),
         categories=tuple(labels[n] for n in names),
         audio=tuple(audio),
-        sample_rate=sample_rate,
+        sample_rate=sample_rate if sample_rate is not None else rates.pop(),
         source=str(wav_dir),
+        sha256=tuple(hashes),
     )

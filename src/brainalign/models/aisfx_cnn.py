@@ -15,12 +15,13 @@ extraction seed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brainalign.models.base import Runner
-from brainalign.models.registry import ModelSpec, WeightsSpec, verify_weights
+from brainalign.models.spec import BuildContext, ModelSpec, WeightsSpec
+from brainalign.models.weights import verify_packaged
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +55,7 @@ class AisfxRunner(Runner):
         super().__init__(spec, device)
         net = EmbeddingNet("max", 3, 1, 64)  # the package's best model (X-Sequential-CE)
         if spec.weights is not None:
-            path = verify_weights(spec)  # before the trusted unpickling below
+            path = verify_packaged(spec)  # before the trusted unpickling below
             weights, _ = torch.load(path, map_location="cpu", weights_only=False)
             prefix = "embedding_net."
             net.load_state_dict({k[len(prefix):]: v for k, v in weights.items()
@@ -80,8 +81,9 @@ class AisfxRunner(Runner):
         return {k: out[k] for k in layers}
 
 
-def build(spec: ModelSpec, device: torch.device, options: dict[str, Any]) -> Runner:
+def build(spec: ModelSpec, ctx: BuildContext) -> Runner:
     """No options."""
+    device = ctx.device
     return AisfxRunner(spec, device)
 
 

@@ -17,7 +17,7 @@ from brainalign.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-    from brainalign.models.registry import ModelSpec
+    from brainalign.models.spec import ModelSpec
 
 
 class Runner:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from brainalign.errors import InputError
 from brainalign.models.base import Runner
-from brainalign.models.registry import ModelSpec, WeightsSpec, verify_weights
+from brainalign.models.spec import BuildContext, ModelSpec, WeightsSpec
+from brainalign.models.weights import verify_packaged
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +56,7 @@ class CrepeRunner(Runner):
         self.frame_chunk = frame_chunk
         model = Crepe(capacity)
         if spec.weights is not None:
-            path = verify_weights(spec)
+            path = verify_packaged(spec)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.model = model.to(device).eval()
 
@@ -99,8 +100,9 @@ class CrepeRunner(Runner):
         return {"hop_samples": self.hop, "capacity": self.capacity}
 
 
-def build(spec: ModelSpec, device: torch.device, options: dict[str, Any]) -> Runner:
+def build(spec: ModelSpec, ctx: BuildContext) -> Runner:
     """Options: ``hop_ms`` (frame hop, default 10), ``frame_chunk`` (frames per forward)."""
+    device, options = ctx.device, dict(ctx.options)
     hop_ms = options.get("hop_ms", 10.0)
     if not isinstance(hop_ms, int | float) or hop_ms <= 0:
         raise InputError(f"extract.options.{spec.name}.hop_ms", f"expected > 0, got {hop_ms!r}")

@@ -28,7 +28,9 @@ from tqdm import tqdm
 from brainalign.errors import InputError
 from brainalign.models.activations import Activations, save_activations
 from brainalign.models.base import Runner, check_layers, seeded
-from brainalign.models.registry import ModelSpec, get_spec, package_version, sha256_file
+from brainalign.models.registry import get_spec
+from brainalign.models.spec import BuildContext, ModelSpec
+from brainalign.models.weights import sha256_file, weights_dir, weights_provenance
 from brainalign.params import section
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ DEMO_MODELS: tuple[str, ...] = (
 """Offline demo model set (spectemp baseline, six pretrained families, three random controls)."""
 
 _SECTION = "params.yaml: extract"
+RESAMPLERS = ("soxr_hq", "torchaudio")
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,14 @@ class ExtractConfig:
     """Extraction settings (params.yaml ``extract:``).
 
     ``options`` maps a model name to its build options (e.g. ``{"crepe-full": {"hop_ms": 50}}``);
-    the reserved option ``layers`` selects a subset of the candidate layers.
+    the reserved option ``layers`` selects a subset of the candidate layers. ``resampler``:
+    ``soxr_hq`` (the authors' librosa 0.11 default: ``librosa.load(sr=...)`` resamples with
+    soxr at HQ quality) or ``torchaudio`` (band-limited sinc interpolation).
     """
 
     models: tuple[str, ...] = DEMO_MODELS
     device: str = "auto"
+    resampler: str = "soxr_hq"
     batch_size: int = 8
     seed: int = 0
     threads: int | None = None
@@ -75,6 +81,9 @@ class ExtractConfig:
         if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
             raise InputError("extract.device",
                              f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+        if self.resampler not in RESAMPLERS:
+            raise InputError("extract.resampler",
+                             f"expected one of {list(RESAMPLERS)}, got {self.resampler!r}")
         if self.batch_size < 1:
             raise InputError("extract.batch_size",
                              f"expected an integer >= 1, got {self.batch_size}")
@@ -120,15 +129,21 @@ def resolve_device(device: str) -> torch.device:
 
 
 def build_runner(name: str, config: ExtractConfig | None = None,
-                 device: torch.device | None = None) -> Runner:
-    """Build the runner of model ``name`` (weights checked, random controls seeded)."""
+                 device: torch.device | None = None,
+                 data_root: str | Path = "data") -> Runner:
+    """Build the runner of model ``name`` (weights checked, random controls seeded).
+
+    Fetched checkpoints are read from ``<data_root>/weights/<name>/``.
+    """
     config = config or ExtractConfig()
     spec = get_spec(name, where=f"{_SECTION}.models")
     opts = {**spec.options, **config.model_options(name)}
     opts.pop("layers", None)
-    device = device or resolve_device(config.device)
+    ctx = BuildContext(device=device or resolve_device(config.device), options=opts,
+                       weights_dir=weights_dir(data_root, name))
     with seeded(config.seed):
-        runner = spec.builder()(spec, device, opts)
+        runner = spec.builder()(spec, ctx)
+    runner.context = ctx
     return runner
 
 
@@ -147,13 +162,12 @@ def _provenance(spec: ModelSpec, runner: Runner) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "label": spec.label, "family": spec.family, "training": spec.training,
         "random_init": spec.random_init, "description": spec.description,
+        "weights": weights_provenance(spec, getattr(runner, "context", None)),
     }
     if spec.weights is not None:
-        w = spec.weights
-        meta["weights"] = {"source": w.source, "package": w.distribution or w.package,
-                           "path": w.path, "url": w.url, "sha256": w.sha256,
-                           "license": w.license}
-        meta["package_version"] = package_version(spec)
+        meta["package_version"] = meta["weights"]["version"]
+    if spec.paper_keys:
+        meta["paper_keys"] = dict(spec.paper_keys)
     meta["runner"] = runner.info()
     return meta
 
@@ -191,7 +205,7 @@ def extract_activations(
             raise InputError(name, f"expected non-empty mono audio, got shape {clip.shape}")
         if not np.isfinite(clip).all():
             raise InputError(name, "audio holds NaN or infinite samples")
-        clip = resample(clip, sample_rate, runner.sample_rate)
+        clip = resample(clip, sample_rate, runner.sample_rate, config.resampler)
         if clip.size < runner.min_samples:
             clip = np.pad(clip, (0, runner.min_samples - clip.size))
             padded.append(name)
@@ -222,6 +236,7 @@ def extract_activations(
         **_provenance(spec, runner),
         "sample_rate": runner.sample_rate,
         "source_sample_rate": sample_rate,
+        "resampler": config.resampler if sample_rate != runner.sample_rate else None,
         "layer_dims": {k: int(v.shape[1]) for k, v in acts.items()},
         "min_samples": runner.min_samples,
         "padded": list(padded),
@@ -241,22 +256,29 @@ def run_extract(
     labels_csv: str | Path,
     out_path: str | Path,
     params: Mapping[str, Any] | None = None,
+    data_root: str | Path = "data",
 ) -> dict[str, Any]:
     """DVC stage ``extract@<model>``: the 165 sounds -> ``out_path`` (NPZ); returns a summary.
 
-    ``params`` is the params.yaml ``extract`` section. The sounds are loaded in canonical order
-    and resampled straight from the source rate to the model's rate.
+    ``params`` is the params.yaml ``extract`` section. The sounds are read in canonical order at
+    their own rate and each is resampled, one at a time, straight to the model's rate with the
+    configured resampler; the activation file records the files (name, sha256), their rate and
+    the resampler.
     """
     from brainalign.data.stimuli import load_stimuli
 
     config = parse_config(params)
-    runner = build_runner(model_name, config)
-    stimuli = load_stimuli(wav_dir, labels_csv, sample_rate=runner.sample_rate)
+    runner = build_runner(model_name, config, data_root=data_root)
+    stimuli = load_stimuli(wav_dir, labels_csv, sample_rate=None, source_rate=None)
     t0 = time.perf_counter()
     acts = extract_activations(runner, stimuli.audio, stimuli.sample_rate, stimuli.names, config)
     seconds = time.perf_counter() - t0
+    acts.meta["stimuli_source"] = {
+        "folder": str(wav_dir),
+        "sample_rate": stimuli.sample_rate,
+        "sha256": dict(zip(stimuli.names, stimuli.sha256, strict=True)),
+    }
     save_activations(out_path, acts)
-    weights = acts.meta.get("weights") or {}
     return {
         "model": acts.model,
         "n_sounds": len(acts.stimuli),
@@ -264,13 +286,22 @@ def run_extract(
         "layer_dims": acts.meta["layer_dims"],
         "seconds": round(seconds, 3),
         "device": acts.meta["device"],
-        "weights_sha256": weights.get("sha256"),
+        "weights": _weights_digest(acts.meta.get("weights") or {}),
         "output_sha256": sha256_file(out_path),
     }
 
 
+def _weights_digest(weights: Mapping[str, Any]) -> str | dict[str, str] | None:
+    """The weights' sha256: one packaged file, {file: sha256} of fetched ones, or None."""
+    if weights.get("kind") == "packaged":
+        return weights["sha256"]
+    if weights.get("kind") == "fetched":
+        return {name: info.get("sha256") for name, info in weights["files"].items()}
+    return None
+
+
 def registry_embedder(
-    name: str, config: ExtractConfig | None = None
+    name: str, config: ExtractConfig | None = None, data_root: str | Path = "data",
 ) -> tuple[Callable[[list[np.ndarray], int], dict[str, np.ndarray]], int]:
     """(embed, sample_rate) for the downstream probe: every candidate layer, time-averaged.
 
@@ -278,7 +309,7 @@ def registry_embedder(
     runs the same extraction as the ``extract`` stage.
     """
     config = config or ExtractConfig()
-    runner = build_runner(name, config)
+    runner = build_runner(name, config, data_root=data_root)
 
     def embed(audio: list[np.ndarray], sample_rate: int) -> dict[str, np.ndarray]:
         names = [f"clip{i}" for i in range(len(audio))]

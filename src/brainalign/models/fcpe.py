@@ -10,10 +10,11 @@ LayerNorm, 512) and ``output`` (the 360 sigmoid pitch-bin latents), each average
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from brainalign.models.base import Runner, capture
-from brainalign.models.registry import ModelSpec, WeightsSpec, verify_weights
+from brainalign.models.spec import BuildContext, ModelSpec, WeightsSpec
+from brainalign.models.weights import verify_packaged
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +32,7 @@ class FcpeRunner(Runner):
         from torchfcpe.tools import DotDict
 
         super().__init__(spec, device)
-        path = verify_weights(spec)
+        path = verify_packaged(spec)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         ckpt["config_dict"]["model"]["conv_dropout"] = 0.0
         ckpt["config_dict"]["model"]["atten_dropout"] = 0.0
@@ -62,8 +63,9 @@ class FcpeRunner(Runner):
         return out
 
 
-def build(spec: ModelSpec, device: torch.device, options: dict[str, Any]) -> Runner:
+def build(spec: ModelSpec, ctx: BuildContext) -> Runner:
     """No options."""
+    device = ctx.device
     return FcpeRunner(spec, device)
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from brainalign.errors import InputError
 from brainalign.models.base import Runner
-from brainalign.models.registry import HEAR_PREFIX, TRAINING_TYPES, ModelSpec
+from brainalign.models.spec import HEAR_PREFIX, TRAINING_TYPES, BuildContext, ModelSpec
 
 if TYPE_CHECKING:
     import torch
@@ -100,6 +100,6 @@ class HearRunner(Runner):
                 "module_version": str(getattr(self.module, "__version__", ""))}
 
 
-def build(spec: ModelSpec, device: torch.device, options: dict[str, Any]) -> Runner:
+def build(spec: ModelSpec, ctx: BuildContext) -> Runner:
     """Option ``model_file_path`` (default "")."""
-    return HearRunner(spec, device, options)
+    return HearRunner(spec, ctx.device, dict(ctx.options))

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from brainalign.errors import InputError
 from brainalign.models.base import Runner, capture
-from brainalign.models.registry import ModelSpec, WeightsSpec, verify_weights
+from brainalign.models.spec import BuildContext, ModelSpec, WeightsSpec
+from brainalign.models.weights import verify_packaged
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +36,7 @@ class PestoRunner(Runner):
         from pesto import load_model
 
         super().__init__(spec, device)
-        path = verify_weights(spec)  # before the (trusted) unpickling inside load_model
+        path = verify_packaged(spec)  # before the (trusted) unpickling inside load_model
         self.model = load_model(str(path), step_size=hop_ms, sampling_rate=SAMPLE_RATE)
         self.model = self.model.to(device).eval()
         self.hop_ms = hop_ms
@@ -64,8 +65,9 @@ class PestoRunner(Runner):
         return {"hop_ms": self.hop_ms, "checkpoint": "mir-1k_g7"}
 
 
-def build(spec: ModelSpec, device: torch.device, options: dict[str, Any]) -> Runner:
+def build(spec: ModelSpec, ctx: BuildContext) -> Runner:
     """Option ``hop_ms`` (CQT hop, default 10)."""
+    device, options = ctx.device, dict(ctx.options)
     hop_ms = options.get("hop_ms", 10.0)
     if not isinstance(hop_ms, int | float) or hop_ms <= 0:
         raise InputError(f"extract.options.{spec.name}.hop_ms", f"expected > 0, got {hop_ms!r}")

@@ -14,12 +14,13 @@ linear -> ReLU -> L2 norm, averaged and renormalised), using the split LSTMs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brainalign.models.base import Runner
-from brainalign.models.registry import ModelSpec, WeightsSpec, verify_weights
+from brainalign.models.spec import BuildContext, ModelSpec, WeightsSpec
+from brainalign.models.weights import verify_packaged
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +37,7 @@ class GE2ERunner(Runner):
         import torch
 
         super().__init__(spec, device)
-        path = verify_weights(spec)
+        path = verify_packaged(spec)
         state = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
         self.lstms = torch.nn.ModuleList()
         for i in range(3):
@@ -99,8 +100,9 @@ class GE2ERunner(Runner):
         return {k: out[k] for k in layers}
 
 
-def build(spec: ModelSpec, device: torch.device, options: dict[str, Any]) -> Runner:
+def build(spec: ModelSpec, ctx: BuildContext) -> Runner:
     """No options."""
+    device = ctx.device
     return GE2ERunner(spec, device)
 
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from brainalign.errors import InputError
 from brainalign.models.base import Runner
-from brainalign.models.registry import ModelSpec, WeightsSpec, verify_weights
+from brainalign.models.spec import BuildContext, ModelSpec, WeightsSpec
+from brainalign.models.weights import verify_packaged
 
 if TYPE_CHECKING:
     import torch
@@ -144,7 +145,7 @@ class SoundNetRunner(Runner):
         super().__init__(spec, device)
         net = build_network()
         if spec.weights is not None:
-            load_weights(net, load_sound8(verify_weights(spec)))
+            load_weights(net, load_sound8(verify_packaged(spec)))
         self.net = net.to(device).eval()
 
     def maps(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -166,8 +167,9 @@ class SoundNetRunner(Runner):
         return {k: maps[k].mean(dim=-1) for k in layers}
 
 
-def build(spec: ModelSpec, device: torch.device, options: dict[str, Any]) -> Runner:
+def build(spec: ModelSpec, ctx: BuildContext) -> Runner:
     """No options."""
+    device = ctx.device
     return SoundNetRunner(spec, device)
 
 
