@@ -133,3 +133,20 @@ def test_experiment_with_a_changed_alpha_grid_shows_in_metrics_diff(project):
     assert "NH2015.mean_r2" in changed
     assert changed["NH2015.mean_r2"]["diff"] != 0
     assert "build/metrics/extract/soundnet.json" not in diff  # extraction did not change
+
+
+def test_editing_one_family_leaves_the_other_models_up_to_date(project):
+    """A model's stages depend on its own family module, front end and weights only: editing
+    aiSFX's module makes aiSFX's stages stale and no SoundNet stage (dvc status)."""
+    root, env = project
+    module = root / "src/brainalign/models/aisfx_cnn.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# an edit that changes no output\n")
+        status = json.loads(_run(["dvc", "status", "--json"], root, env))
+    finally:
+        module.write_text(original)
+    per_model = {s for s in status if "@" in s}
+    assert per_model == {"extract@aisfx-random", "downstream@aisfx-random"}, status
+    assert not any("soundnet" in s for s in status)
+    assert "up to date" in _run(["dvc", "status"], root, env)

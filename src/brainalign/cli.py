@@ -217,7 +217,9 @@ def check(params: ParamsOpt = Path("params.yaml")) -> None:
     from brainalign.data.folds import load_folds
     from brainalign.data.stimuli import load_stimuli
 
-    layout = _layout(_params(params))
+    p = _params(params)
+    layout = _layout(p)
+    _check_models(p, layout.root)
     stim = load_stimuli(layout.wav_dir, layout.labels_csv, sample_rate=None, source_rate=None)
     typer.echo(f"stimuli: {len(stim)} sounds at {stim.sample_rate} Hz in {layout.wav_dir}, "
                "canonical order")
@@ -234,6 +236,33 @@ def check(params: ParamsOpt = Path("params.yaml")) -> None:
             f"{name}: {ds.n_voxels} voxels, {len(ds.subjects)} subjects, "
             f"{int((~ds.complete_voxels()).sum())} with NaN ({tag})"
         )
+
+
+def _check_models(p: dict, root: Path) -> None:
+    """The run's models are registered, their DVC dependencies are the registry's, and their
+    fetched weights (when present) match the registry's sha256."""
+    from brainalign.models.registry import get_spec, stage_dependencies
+    from brainalign.models.weights import fetched_files, sha256_file, weights_dir
+
+    for name in _run_models(p):
+        spec = get_spec(name, where=f"params.yaml: models.{name}")
+        expected = stage_dependencies(name, str(root))
+        if p["models"][name] != expected:
+            raise InputError(f"params.yaml: models.{name}",
+                             f"expected {expected} (the model's own DVC dependencies), got "
+                             f"{p['models'][name]}")
+        if not spec.fetched:
+            continue
+        files, folder = fetched_files(name), weights_dir(root, name)
+        missing = [f for f in files if not (folder / f).is_file()]
+        bad = [f for f in files if f not in missing and files[f]["sha256"] is not None
+               and sha256_file(folder / f) != files[f]["sha256"]]
+        if bad:
+            raise InputError(folder / bad[0], "does not match the registry's sha256")
+        state = (f"{len(files)} weight file(s) verified" if not missing else
+                 f"{len(missing)} of {len(files)} weight file(s) not fetched yet "
+                 "(brainalign fetch --group weights)")
+        typer.echo(f"model {name}: {state}")
 
 
 ModelOpt = Annotated[
@@ -329,6 +358,57 @@ def extract(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
         },
     )
     log.info("extracted %s: %d layers in %.1f s", model, len(info["layers"]), info["seconds"])
+
+
+@app.command("verify-activations")
+def verify_activations_cmd(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Models to compare (repeatable); default: the run's "
+                     "models that have a counterpart in the archive."),
+    ] = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option("--archive", help="model_actv.tar (or its unpacked folder); default: "
+                     "<data root>/downloads/model_actv.tar (brainalign fetch -g reference)."),
+    ] = None,
+    min_r: Annotated[float, typer.Option("--min-r", help="A layer fails below this Pearson r.")
+                     ] = 0.99,
+    max_rel_diff: Annotated[
+        float | None,
+        typer.Option("--max-rel-diff", help="A layer also fails above this max |ours - theirs| / "
+                     "max |theirs| (default: reported only)."),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Compare our activations with Tuckute et al. 2023's published ones, layer by layer.
+
+    Prints and writes build/verify_activations/verify_activations.{csv,json}; exit code 1 when a
+    layer disagrees beyond the tolerance (or is missing, or has another shape).
+    """
+    from brainalign.models.reference import (
+        TUCKUTE_FOLDERS,
+        format_table,
+        verify_activations,
+        write_report,
+    )
+
+    p = _params(params)
+    names = list(model) if model else [m for m in _run_models(p) if m in TUCKUTE_FOLDERS]
+    if not names:
+        raise InputError("--model", "none of the run's models has a counterpart in Tuckute et "
+                         "al.'s archive; name one with --model")
+    path = archive or _layout(p).root / "downloads" / "model_actv.tar"
+    rows = verify_activations(path, [_activations(m) for m in names], min_r, max_rel_diff)
+    for line in format_table(rows):
+        typer.echo(line)
+    csv, _ = write_report(rows, BUILD / "verify_activations")
+    bad = [r for r in rows if r.verdict != "ok"]
+    typer.echo(f"{len(rows) - len(bad)} of {len(rows)} layers within tolerance "
+               f"(r >= {min_r}{f', rel <= {max_rel_diff}' if max_rel_diff is not None else ''}); "
+               f"report: {csv}")
+    if bad:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -36,7 +36,7 @@ def test_registry_pins_every_github_input(mirror_root):
     github = [e for e in entries if e.group == "github"]
     assert len(github) == 168
     assert {e.url: e.sha256 for e in github} == sums
-    assert {e.group for e in entries if e.sha256 is None} <= {"lab", "hear", "weights"}
+    assert {e.group for e in entries if e.sha256 is None} <= {"lab", "hear", "weights", "reference"}
     assert len([e for e in entries if e.group == "hear"]) == 6
 
 
@@ -314,3 +314,22 @@ def test_several_mirror_roots(tmp_path, monkeypatch):
     fetch(["weights"], tmp_path / "data", None, registry)
     assert (tmp_path / "data/weights/m/w.bin").read_bytes() == b"payload"
     assert not second.exists()
+
+
+def test_unreachable_sources_are_listed_in_one_error(tmp_path):
+    """Offline, a fetch places what it can and names every URL it could not reach, once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    url_ok = "https://example.org/present.bin"
+    root = _tmp_mirror(tmp_path, url_ok, b"here")
+    registry = _weights_registry(tmp_path, [
+        {"path": "weights/a/one.bin", "url": f"{dead}/one.bin", "sha256": None},
+        {"path": "weights/b/two.bin", "url": f"{dead}/two.bin", "sha256": None},
+        {"path": "weights/c/present.bin", "url": url_ok, "sha256": None},
+    ])
+    with pytest.raises(InputError, match="2 of 3 inputs could not be downloaded") as err:
+        fetch(["weights"], tmp_path / "data", root, registry, retries=0)
+    assert f"{dead}/one.bin" in str(err.value) and f"{dead}/two.bin" in str(err.value)
+    assert (tmp_path / "data/weights/c/present.bin").read_bytes() == b"here"
+    assert not (tmp_path / "data/weights/a").exists()

@@ -3,7 +3,8 @@
 - The registry (``registry.json`` in this package, committed; ``$BRAINALIGN_REGISTRY`` names
   another) lists each file's source, sha256 and destination under the data root, in groups:
   ``github`` (the public inputs, hashes published), ``lab`` (the lab release tar), ``hear`` (the
-  HEAR tarballs) and ``weights`` (the paper's model checkpoints, ``weights/<model>/...``).
+  HEAR tarballs), ``weights`` (the paper's model checkpoints, ``weights/<model>/...``) and
+  ``reference`` (published outputs to check against: Tuckute et al.'s activations).
 - A source is a URL, or a Hugging Face file (repo id, file path, revision). A revision that is a
   branch is resolved to its commit at the first download, recorded in the registry, and every
   later download asks for that commit. Entries may list ``alternates`` (other URLs of the same
@@ -50,7 +51,7 @@ MIRROR_ENV = "BRAINALIGN_MIRROR"
 REGISTRY_ENV = "BRAINALIGN_REGISTRY"
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_ENDPOINT = "https://huggingface.co"
-GROUPS = ("github", "lab", "hear", "weights")
+GROUPS = ("github", "lab", "hear", "weights", "reference")
 WEIGHTS_PREFIX = "weights/"
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -268,19 +269,21 @@ class _Registry:
     def record(self, entry: RemoteFile, sha256: str | None = None, commit: str | None = None,
                member: Member | None = None) -> None:
         raw = json.loads(self.path.read_text())
+        changed = False
         for item in raw.get(entry.group, []):
-            same = _entry(entry.group, item, self.path).source == entry.source
-            if not same:
+            if _entry(entry.group, item, self.path).source != entry.source:
                 continue
             if member is not None:
                 for m in item.get("members", []):
                     if m["member"] == member.member and m.get("sha256") is None:
-                        m["sha256"] = sha256
+                        m["sha256"], changed = sha256, True
             else:
                 if sha256 is not None and item.get("sha256") is None:
-                    item["sha256"] = sha256
+                    item["sha256"], changed = sha256, True
                 if commit is not None and item.get("hf") and item["hf"].get("commit") is None:
-                    item["hf"]["commit"] = commit
+                    item["hf"]["commit"], changed = commit, True
+        if not changed:
+            return
         write_text(self.path, json.dumps(raw, indent=1) + "\n")
         what = f"commit {commit}" if commit else f"sha256 {sha256}"
         target = f"{entry.source} :: {member.member}" if member else entry.source
@@ -356,14 +359,20 @@ def _place(entry: RemoteFile, data_root: Path, mirrors: Sequence[Path], registry
             return dest
         log.warning("%s exists but does not match its registry hash: fetching again", dest)
         dest.unlink()
+    created = not dest.parent.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    twin = placed.get(entry.source)
-    if twin is not None and twin.is_file():  # the same bytes under another model's folder
-        _link_or_copy(twin, dest)
-        actual = _verify(dest, entry.sha256, str(twin))
-    else:
-        found = _from_mirror(entry, dest, mirrors)
-        actual = found if found is not None else _download(entry, dest, retries, registry)
+    try:
+        twin = placed.get(entry.source)
+        if twin is not None and twin.is_file():  # the same bytes under another model's folder
+            _link_or_copy(twin, dest)
+            actual = _verify(dest, entry.sha256, str(twin))
+        else:
+            found = _from_mirror(entry, dest, mirrors)
+            actual = found if found is not None else _download(entry, dest, retries, registry)
+    except InputError:
+        if created and dest.parent.is_dir() and not any(dest.parent.iterdir()):
+            dest.parent.rmdir()
+        raise
     if entry.sha256 is None:
         try:
             _first_use_checks(entry, dest, actual)
@@ -565,26 +574,71 @@ def fetch(
     chosen = _select(load_registry(registry.path), groups, models)
     out: list[Path] = []
     placed: dict[str, Path] = {}
+    failed: list[tuple[RemoteFile, InputError]] = []
+    dead_hosts: set[str] = set()
     for entry in tqdm(chosen, desc="fetch", unit="file", disable=len(chosen) < 2):
-        if entry.members:
-            todo = {m.member for m in entry.members if not _member_ok(data_root, m)}
-            if todo:
-                archive = _place(entry, data_root, mirrors, registry, retries, placed)
-                fresh = next(e for e in load_registry(registry.path) if e.path == entry.path)
-                wanted = [m for m in fresh.members if m.member in todo]
-                for member in wanted:
-                    log.info("extracting %s from %s", member.member, archive.name)
-                hashes = extract_members(archive, wanted, data_root)
-                for member in wanted:
-                    if member.sha256 is None:
-                        registry.record(fresh, sha256=hashes[member.member], member=member)
-            out += [data_root / m.path for m in entry.members]
-            continue
-        path = _place(entry, data_root, mirrors, registry, retries, placed)
-        if entry.unpack_to is not None:
-            target = data_root / entry.unpack_to
-            if not target.is_dir():
-                safe_extract(path, target)
-            path = target
-        out.append(path)
+        entry = _refresh(entry, registry.path)
+        host = urlparse(entry.url).netloc
+        try:
+            if host in dead_hosts and not _locally_available(entry, data_root, mirrors, placed):
+                raise InputError(entry.url, f"skipped: an earlier download from {host} failed")
+            out += _fetch_entry(entry, data_root, mirrors, registry, retries, placed)
+        except InputError as exc:
+            if "download failed" not in exc.problem and "skipped" not in exc.problem:
+                raise  # a checksum mismatch or a bad archive: stop at once
+            dead_hosts.add(host)
+            failed.append((entry, exc))
+    if failed:
+        lines = "\n".join(f"  {e.url}  ({e.path})" for e, _ in failed)
+        raise InputError(
+            "brainalign fetch",
+            f"{len(failed)} of {len(chosen)} inputs could not be downloaded (no network, and no "
+            f"copy under ${MIRROR_ENV}); everything else is in place. Unreachable:\n{lines}",
+        )
     return out
+
+
+def _refresh(entry: RemoteFile, registry: Path) -> RemoteFile:
+    """The entry as the registry holds it now (an earlier entry may have taught it a hash)."""
+    for current in load_registry(registry):
+        if current.group == entry.group and current.path == entry.path:
+            if entry.members:  # keep the caller's selection of members
+                wanted = {m.member for m in entry.members}
+                members = tuple(m for m in current.members if m.member in wanted)
+                return RemoteFile(**{**current.__dict__, "members": members})
+            return current
+    return entry
+
+
+def _locally_available(entry: RemoteFile, data_root: Path, mirrors: Sequence[Path],
+                       placed: dict[str, Path]) -> bool:
+    """Whether the entry can be placed without the network (on disk, a twin, or a mirror)."""
+    if entry.members and all(_member_ok(data_root, m) for m in entry.members):
+        return True
+    if (data_root / entry.path).is_file() or entry.source in placed:
+        return True
+    return any(mirror_path(u, r).is_file() for u in _candidates(entry) for r in mirrors)
+
+
+def _fetch_entry(entry: RemoteFile, data_root: Path, mirrors: Sequence[Path],
+                 registry: _Registry, retries: int, placed: dict[str, Path]) -> list[Path]:
+    if entry.members:
+        todo = {m.member for m in entry.members if not _member_ok(data_root, m)}
+        if todo:
+            archive = _place(entry, data_root, mirrors, registry, retries, placed)
+            fresh = _refresh(entry, registry.path)
+            wanted = [m for m in fresh.members if m.member in todo]
+            for member in wanted:
+                log.info("extracting %s from %s", member.member, archive.name)
+            hashes = extract_members(archive, wanted, data_root)
+            for member in wanted:
+                if member.sha256 is None:
+                    registry.record(fresh, sha256=hashes[member.member], member=member)
+        return [data_root / m.path for m in entry.members]
+    path = _place(entry, data_root, mirrors, registry, retries, placed)
+    if entry.unpack_to is not None:
+        target = data_root / entry.unpack_to
+        if not target.is_dir():
+            safe_extract(path, target)
+        path = target
+    return [path]

@@ -150,15 +150,20 @@ def _load(path: Path, allowed: set[tuple[str, str]],
           stand_ins: dict[tuple[str, str], type] | None = None) -> Any:
     if not path.is_file():
         raise InputError(path, "file not found")
-    data = path.read_bytes()
+    return _load_bytes(path.read_bytes(), path, allowed, stand_ins)
+
+
+def _load_bytes(data: bytes, where: str | Path, allowed: set[tuple[str, str]],
+                stand_ins: dict[tuple[str, str], type] | None = None) -> Any:
+    where = Path(where)
     if not data:
-        raise InputError(path, "file is empty")
+        raise InputError(where, "file is empty")
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), allowed, path, stand_ins).load()
+        return _RestrictedUnpickler(io.BytesIO(data), allowed, where, stand_ins).load()
     except InputError:
         raise
     except Exception as exc:  # truncated or corrupt pickles raise many types
-        raise InputError(path, f"not a readable pickle ({type(exc).__name__}: {exc})") from None
+        raise InputError(where, f"not a readable pickle ({type(exc).__name__}: {exc})") from None
 
 
 def load_numeric_array_pickle(path: str | Path) -> np.ndarray:
@@ -196,11 +201,15 @@ class StandIn:
 
 
 def load_numpy_pickle(path: str | Path,
-                      stand_ins: dict[tuple[str, str], type] | None = None) -> Any:
+                      stand_ins: dict[tuple[str, str], type] | None = None,
+                      data: bytes | None = None) -> Any:
     """Load a plain pickle of builtin containers and numpy arrays (e.g. a dict of arrays).
 
     ``stand_ins`` maps ``(module, name)`` globals the file names (classes of a package we do
     not install) to inert local classes; every other global but numpy's array reconstruction
-    is refused before it runs.
+    is refused before it runs. ``data``: the file's bytes when already read (``path`` then only
+    names it in errors, e.g. a member of an archive).
     """
+    if data is not None:
+        return _load_bytes(data, path, _NUMPY_ARRAY_GLOBALS, stand_ins)
     return _load(Path(path), _NUMPY_ARRAY_GLOBALS, stand_ins)
