@@ -24,7 +24,7 @@ DOCKER_MIRROR = $(if $(BRAINALIGN_MIRROR),-v $(BRAINALIGN_MIRROR):/mirror:ro -e 
 # cache, build/ and dvc.lock land here, owned by you, and survive the container.
 DOCKER_WORKSPACE = --user $(shell id -u):$(shell id -g) -e HOME=/tmp -v $(CURDIR):$(WORKDIR)
 
-.PHONY: setup tex test lint demo repro fetch clean help docker-build docker-test docker-demo docker-repro docker-shell
+.PHONY: setup tex test lint demo verify repro fetch clean help docker-build docker-test docker-demo docker-repro docker-shell
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ fetch: setup ## Fetch the configured inputs into data/ (mirror first) and track 
 
 demo: fetch tex ## The embedded default, offline, CPU: dvc repro of params.yaml
 	$(BIN)/dvc repro
+
+verify: setup ## Compare this workspace's results with the committed ones and the published numbers
+	$(BIN)/brainalign verify
 
 repro: setup tex ## The paper: switch params.yaml to the paper profile, fetch lab + HEAR data, dvc repro
 	$(BIN)/brainalign profile paper

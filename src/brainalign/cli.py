@@ -219,7 +219,9 @@ def check(params: ParamsOpt = Path("params.yaml")) -> None:
 
     p = _params(params)
     layout = _layout(p)
+    _check_params(p)
     _check_models(p, layout.root)
+    _check_checksums(p, layout.root)
     stim = load_stimuli(layout.wav_dir, layout.labels_csv, sample_rate=None, source_rate=None)
     typer.echo(f"stimuli: {len(stim)} sounds at {stim.sample_rate} Hz in {layout.wav_dir}, "
                "canonical order")
@@ -236,6 +238,51 @@ def check(params: ParamsOpt = Path("params.yaml")) -> None:
             f"{name}: {ds.n_voxels} voxels, {len(ds.subjects)} subjects, "
             f"{int((~ds.complete_voxels()).sum())} with NaN ({tag})"
         )
+
+
+def _check_params(p: dict) -> None:
+    """Every section of params.yaml through its validator (unknown keys, types, ranges)."""
+    from brainalign.alignment.stages import parse_regression_params, parse_rsa_params
+    from brainalign.data.layout import DataParams
+    from brainalign.data.simulate import SimulateParams
+    from brainalign.downstream.config import DownstreamConfig
+    from brainalign.downstream.mini_tasks import MiniTasksConfig
+    from brainalign.models.extract import parse_config
+    from brainalign.params import section
+    from brainalign.report.verify import VerifyConfig
+
+    section(DataParams, p.get("data"), "data")
+    section(SimulateParams, p.get("simulate"), "simulate")
+    parse_config(_extract_section(p))
+    parse_regression_params(p.get("regression"))
+    parse_rsa_params(p.get("rsa"))
+    MiniTasksConfig.from_params(p.get("mini_tasks"))
+    DownstreamConfig.from_params(p.get("downstream"))
+    section(VerifyConfig, p.get("verify"), "verify")
+    known = {"data", "simulate", "models", "extract", "regression", "rsa", "mini_tasks",
+             "downstream", "verify"}
+    unknown = sorted(set(p) - known)
+    if unknown:
+        raise InputError(f"params.yaml: {unknown[0]}", f"unknown section; expected some of "
+                         f"{sorted(known)}")
+    typer.echo(f"params.yaml: {len(p)} sections valid")
+
+
+def _check_checksums(p: dict, root: Path) -> None:
+    """The fetched inputs of the configured groups match the registry's sha256."""
+    from brainalign.data.fetch import load_registry, sha256_of
+    from brainalign.data.layout import DataParams
+    from brainalign.params import section
+
+    groups = [g for g in section(DataParams, p.get("data"), "data").fetch if g != "weights"]
+    for group in groups:
+        entries = [e for e in load_registry() if e.group == group]
+        present = [e for e in entries if (root / e.path).is_file()]
+        for e in present:
+            if e.sha256 is not None and sha256_of(root / e.path) != e.sha256:
+                raise InputError(root / e.path, f"does not match the registry's sha256 "
+                                 f"{e.sha256} (run `brainalign fetch` to replace it)")
+        typer.echo(f"{group}: {len(present)} of {len(entries)} files present, checksums verified")
 
 
 def _check_models(p: dict, root: Path) -> None:
@@ -279,6 +326,18 @@ def _run_models(params: dict) -> list[str]:
             "params.yaml: models", "expected a mapping of model name -> {code, frontend, weights}"
         )
     return list(models)
+
+
+def _require_run_model(params: dict, model: str) -> None:
+    """``model`` must be one of params.yaml ``models``; the error says how to get there."""
+    from brainalign.models.registry import get_spec
+
+    run = _run_models(params)
+    if model in run:
+        return
+    get_spec(model, where="--model")  # unknown: suggests the closest registered names
+    raise InputError("--model", f"{model!r} is registered but not in params.yaml models "
+                     f"({', '.join(run)}); add it with `brainalign add-model {model}`")
 
 
 def _extract_section(params: dict) -> dict:
@@ -333,14 +392,39 @@ def models(
             typer.echo(f"    {line}")
 
 
+@app.command("add-model")
+def add_model(
+    name: Annotated[list[str], typer.Argument(help="Registered model names (`brainalign "
+                                               "models`) or hear:<module>.")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Add models to params.yaml `models` with their own DVC dependencies (then `dvc repro`)."""
+    from brainalign.models.registry import get_spec, stage_dependencies
+    from brainalign.params import edit_params
+
+    p = _params(params)
+    root = str(_layout(p).root)
+    for model in name:
+        get_spec(model, where=model)
+
+    def add(doc) -> None:
+        for model in name:
+            if model in doc["models"]:
+                log.info("%s is already in params.yaml", model)
+                continue
+            doc["models"][model] = stage_dependencies(model, root)
+            log.info("added %s: %s", model, doc["models"][model])
+
+    edit_params(params, add)
+
+
 @app.command()
 def extract(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     """Run one model on the 165 sounds: one time-averaged vector per layer and sound (NPZ)."""
     from brainalign.models.extract import run_extract
 
     p = _params(params)
-    if model not in _run_models(p):
-        raise InputError("--model", f"{model!r} is not in params.yaml models: {_run_models(p)}")
+    _require_run_model(p, model)
     layout = _layout(p)
     info = run_extract(
         model, layout.wav_dir, layout.labels_csv, _activations(model), _extract_section(p),
@@ -419,6 +503,7 @@ def regress(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     from brainalign.data.folds import load_folds
 
     p = _params(params)
+    _require_run_model(p, model)
     layout = _layout(p)
     folds = load_folds(layout.folds)
     targets = {**_datasets(p), "NH2015comp": load_components(layout.components)}
@@ -450,6 +535,7 @@ def rsa(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     from brainalign.data.folds import load_folds
 
     p = _params(params)
+    _require_run_model(p, model)
     layout = _layout(p)
     folds = load_folds(layout.folds)
     summary: dict = {"model": model, "simulated_voxels": layout.fmri == "simulated"}
@@ -498,6 +584,7 @@ def downstream(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None
     from brainalign.models.extract import parse_config, registry_embedder
 
     p = _params(params)
+    _require_run_model(p, model)
     layout = _layout(p)
     cfg = DownstreamConfig.from_params(p.get("downstream"))
     embed, rate = registry_embedder(model, parse_config(_extract_section(p)),
@@ -532,10 +619,30 @@ def _table(params: dict):
     """The aggregate table written by `brainalign aggregate`."""
     import pandas as pd
 
+    from brainalign.outputs import damaged
+
     path = REPORT / "models.parquet"
     if not path.is_file():
         raise InputError(path, "aggregate table not found (run `brainalign aggregate`)")
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise damaged(path, exc, "table") from None
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON output of an earlier stage, with one clear error when missing or damaged."""
+    import json
+
+    from brainalign.outputs import damaged, stage_of
+
+    if not path.is_file():
+        stage = stage_of(path)
+        raise InputError(path, f"not found (run `dvc repro {stage}`)" if stage else "not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise damaged(path, exc, "JSON file") from None
 
 
 def _tasks(params: dict) -> list[str]:
@@ -563,6 +670,27 @@ def aggregate(params: ParamsOpt = Path("params.yaml")) -> None:
     log.info("aggregate table: %d models x %d columns", *table.shape)
 
 
+def _correlation_metrics(table, corr, simulated: bool) -> dict:
+    """The correlations as DVC metrics: Table 1 (r and n per subset, measure, task), the Fig. 3
+    pairs and the Fig. 6 pairs (r, p), rounded to 1e-6."""
+    from brainalign.report import published
+    from brainalign.report.correlations import pairwise
+
+    def rnd(x: float) -> float | None:
+        return None if x != x else round(float(x), 6)
+
+    out: dict = {"simulated_voxels": simulated, "table1": {}}
+    for row in corr.itertuples():
+        out["table1"].setdefault(row.subset, {}).setdefault(row.measure, {})[row.task] = rnd(row.r)
+    out["n"] = {sub: int(corr[corr.subset == sub]["n"].max()) for sub in corr["subset"].unique()}
+    pairs = pairwise(table, list(published.FIG3))
+    out["fig3"] = {f"{r.x}~{r.y}": rnd(r.r) for r in pairs.itertuples()}
+    fig6 = pairwise(table, [("overall", m) for m in published.FIG6])
+    out["fig6"] = {r.y: {"r": rnd(r.r), "p": None if r.p != r.p else float(f"{r.p:.3g}")}
+                   for r in fig6.itertuples()}
+    return out
+
+
 @app.command()
 def correlate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Table 1 (LaTeX + CSV) and Figs. 3, 6 and S2: alignment vs downstream correlations."""
@@ -578,10 +706,11 @@ def correlate(params: ParamsOpt = Path("params.yaml")) -> None:
     columns = {t: f"dsz_{t}" for t in tasks} | {"Overall": "overall"}
     corr = correlation_table(table, list(published.MEASURES), columns)
     with atomic_path(REPORT / "correlations.csv") as tmp:
-        corr.to_csv(tmp, index=False, float_format="%.10g")
+        corr.assign(simulated_voxels=simulated).to_csv(tmp, index=False, float_format="%.10g")
     wide = table1_wide(corr, published.MEASURE_LABELS, list(columns))
     with atomic_path(REPORT / "table1.csv") as tmp:
-        wide.to_csv(tmp, index=False, float_format="%.10g")
+        wide.assign(simulated_voxels=simulated).to_csv(tmp, index=False, float_format="%.10g")
+    _write_metrics("", "correlations", _correlation_metrics(table, corr, simulated))
     caption = (
         "Pearson r between each alignment measure and each downstream score (task z-scores and "
         "Overall) over the models of this run; cells shaded by two-sided p (dark: p < .01, "
@@ -599,14 +728,13 @@ def correlate(params: ParamsOpt = Path("params.yaml")) -> None:
 @app.command("figures")
 def figures_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
     """Figs. 2 and 4: alignment per model (regression, RSA, components)."""
-    import json
 
     from brainalign.report import figures
 
     p = _params(params)
     table = _table(p)
     simulated = bool(table["simulated_voxels"].any())
-    top = json.loads((REPORT / "topline.json").read_text())
+    top = _read_json(REPORT / "topline.json")
     figures.figure2(table, top, REPORT / "fig2", simulated)
     figures.figure4(table, REPORT / "fig4", simulated)
 
@@ -614,20 +742,64 @@ def figures_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
 @app.command()
 def compare(params: ParamsOpt = Path("params.yaml")) -> None:
     """Reproduced vs published: every published number with a counterpart in this run."""
-    import json
 
     from brainalign.atomic import atomic_path, write_text
+    from brainalign.data.layout import LAB_STIMULI
+    from brainalign.params import section
     from brainalign.report.compare import compare as build_compare
     from brainalign.report.compare import compare_latex
+    from brainalign.report.verify import VerifyConfig
 
     p = _params(params)
     table = _table(p)
-    top = json.loads((REPORT / "topline.json").read_text())
+    top = _read_json(REPORT / "topline.json")
     simulated = bool(table["simulated_voxels"].any())
-    rows = build_compare(table, _tasks(p), simulated, top)
+    vc = section(VerifyConfig, p.get("verify"), "verify")
+    rows = build_compare(table, _tasks(p), simulated, top,
+                         authors_stimuli=_layout(p).stimuli == LAB_STIMULI,
+                         tolerances={"alignment": vc.alignment_atol,
+                                     "correlation": vc.correlation_atol})
     with atomic_path(REPORT / "reproduced_vs_published.csv") as tmp:
         rows.to_csv(tmp, index=False, float_format="%.10g")
     write_text(REPORT / "reproduced_vs_published.tex", compare_latex(rows, simulated))
+
+
+@app.command()
+def verify(
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="A git revision (default: params verify.reference, HEAD: "
+                     "the committed metrics) or a results folder."),
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Print every row, not only the "
+                                           "failures and the informative ones.")] = False,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Measures of the "
+                             "reference that this run lacks are not failures.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Compare this workspace's metrics with a reference and the published numbers.
+
+    Tolerances per kind come from params.yaml `verify` (README "Reviewer verification"). Writes
+    build/verify/verify.{csv,json}; exit code 1 when a measure is out of tolerance.
+    """
+    from brainalign.params import section
+    from brainalign.report.verify import VerifyConfig, format_rows, summary, write_report
+    from brainalign.report.verify import verify as run_verify
+
+    config = section(VerifyConfig, _params(params).get("verify"), "verify")
+    rows = run_verify(Path("."), config, against, allow_missing)
+    for line in format_rows(rows, show_all):
+        typer.echo(line)
+    csv = write_report(rows, BUILD / "verify")
+    counts = summary(rows)
+    for kind, verdicts in counts.items():
+        typer.echo(f"{kind:12s} " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())))
+    failed = sum(v.get("fail", 0) + v.get("missing", 0) for v in counts.values())
+    typer.echo(f"{len(rows)} measures against {against or config.reference}: "
+               f"{'all within tolerance' if not failed else f'{failed} out of tolerance'}; "
+               f"report: {csv}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -675,7 +847,6 @@ def profile(
 
     import yaml
 
-    from brainalign.atomic import write_text
     from brainalign.models.registry import model_names
 
     source = resources.files("brainalign.profiles").joinpath(f"{name}.yaml")
@@ -690,16 +861,21 @@ def profile(
             f"{len(missing)} of its models are not in the registry: {missing[:4]}...",
         )
     from brainalign.models.registry import stage_dependencies
+    from brainalign.params import edit_params
 
     root = str(overrides.get("data", {}).get("root", p.get("data", {}).get("root", "data")))
-    for key, value in overrides.items():
-        if key == "models":
-            p["models"] = {m: stage_dependencies(m, root) for m in value}
-        elif isinstance(value, dict):
-            p.setdefault(key, {}).update(value)
-        else:
-            p[key] = value
-    write_text(params, yaml.safe_dump(p, sort_keys=False))
+
+    def apply(doc) -> None:
+        for key, value in overrides.items():
+            if key == "models":
+                doc["models"] = {m: stage_dependencies(m, root) for m in value}
+            elif isinstance(value, dict) and isinstance(doc.get(key), dict):
+                for sub, v in value.items():
+                    doc[key][sub] = v
+            else:
+                doc[key] = value
+
+    edit_params(params, apply)
     log.info("params.yaml now holds the %s configuration", name)
 
 

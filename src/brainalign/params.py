@@ -119,3 +119,49 @@ def section(
         raise InputError(f"{where}: {exc.where}", exc.problem) from None
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}: {prefix}", str(exc)) from None
+
+
+def edit_params(path: str | Path, mutate: typing.Callable[[Any], None]) -> None:
+    """Change params.yaml in place keeping its comments and layout (ruamel.yaml round trip).
+
+    ``mutate`` receives the document (a mapping of sections) and edits it; the file is written
+    atomically. New mappings are written in block style.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+
+    from brainalign.atomic import write_text
+
+    load_params(path)  # the usual clear errors for a missing or malformed file
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 100
+    yaml.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    doc = yaml.load(Path(path).read_text())
+    mutate(doc)
+    doc = _flow_lists(doc)
+    buf = io.StringIO()
+    yaml.dump(doc, buf)
+    write_text(path, buf.getvalue())
+
+
+def _flow_lists(node: Any) -> Any:
+    """Plain lists of scalars written in flow style (``[a, b]``), as params.yaml has them."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, dict):
+        for key in list(node):
+            node[key] = _flow_lists(node[key])
+        return node if isinstance(node, CommentedMap) else CommentedMap(node)
+    if isinstance(node, list):
+        items = [_flow_lists(v) for v in node]
+        if isinstance(node, CommentedSeq):
+            node[:] = items
+            return node
+        seq = CommentedSeq(items)
+        if all(not isinstance(v, dict | list) for v in items):
+            seq.fa.set_flow_style()
+        return seq
+    return node

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -191,3 +192,32 @@ def test_unknown_dataset_and_missing_folder(tmp_path):
         load_voxel_dataset(tmp_path, "XY2020")
     with pytest.raises(InputError, match="folder not found"):
         load_voxel_dataset(tmp_path / "nope", "B2021")
+
+
+def test_calibrated_toplines_are_near_the_published(github_inputs, tmp_path):
+    """With the demo's parameters the simulated subjects agree with each other about as much as
+    the real ones: RSA topline within 0.02 of the published NH2015 ~0.759 and B2021 ~0.752
+    (Fig. 2), while each voxel keeps its drawn test-retest reliability."""
+    import yaml
+
+    from brainalign.alignment.rsa import topline
+    from brainalign.params import section
+
+    repo = Path(__file__).resolve().parents[2]
+    demo = section(SimulateParams, yaml.safe_load((repo / "params.yaml").read_text())["simulate"],
+                   "simulate")
+    assert demo.nh2015.idiosyncrasy > 0 and demo.b2021.idiosyncrasy > 0
+    _simulate(github_inputs, tmp_path, demo)
+    for name, published in (("NH2015", 0.759), ("B2021", 0.752)):
+        ds = load_voxel_dataset(tmp_path / "neural" / name, name)
+        target = ds.target()
+        rho, _ = topline([target[:, ds.subject == s] for s in ds.subjects])
+        assert abs(float(np.mean(rho)) - published) < 0.02, (name, float(np.mean(rho)))
+        rel = split_half_reliability(ds.responses[:165, ds.complete_voxels()])
+        assert 0.45 < float(np.median(rel)) < 0.65
+    # without the subject-specific variation, subjects agree far more (the old simulation)
+    same = SimulateParams(nh2015=dataclasses.replace(demo.nh2015, idiosyncrasy=0.0))
+    _simulate(github_inputs, tmp_path / "same", same)
+    ds = load_voxel_dataset(tmp_path / "same" / "neural" / "NH2015", "NH2015")
+    rho, _ = topline([ds.target()[:, ds.subject == s] for s in ds.subjects])
+    assert float(np.mean(rho)) > 0.9

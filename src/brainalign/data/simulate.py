@@ -4,17 +4,25 @@ The lab's voxel data cannot be downloaded from these machines, so the demo uses 
 generated deterministically from the REAL NH2015 components (components.mat: response profiles
 R, 165 x 6, and voxel weights W, 6 x 11,065):
 
-    response[sound, voxel, rep] = gain * (R @ W[:, source_voxel])[sound] + noise
+    response[sound, voxel, rep] = gain * (R_s @ W[:, source_voxel])[sound] + noise
 
 - Voxels: each simulated voxel copies the weight column of a randomly drawn real voxel (seeded),
   so its tuning is a real mixture of the six components. Subjects get consecutive blocks of
   ``voxels_per_subject`` voxels.
+- Subjects differ: subject s hears the sounds through its own component profiles
+  R_s = R + idiosyncrasy * E_s, where E_s (sounds x 6) is subject-specific Gaussian variation
+  scaled by each component's SD over the 165 sounds. This reliable, subject-specific part is
+  what makes real subjects agree less with each other than with themselves; ``idiosyncrasy`` is
+  calibrated per dataset so that the RSA topline lands near the published one (README, "The
+  simulated voxels").
 - ROI: by the voxel's dominant component: lowfreq/highfreq -> Primary, pitch/music -> Anterior,
   speech -> Lateral, envsounds -> Posterior; voxels whose largest weight is in the lowest
   ``frac_no_roi`` quantile get no ROI (NaN), as voxels outside the four ROIs in the release.
 - Noise: each voxel draws a target test-retest reliability rho ~ U(reliability_low,
   reliability_high) = the correlation between two single repetitions; the noise variance is
-  var(signal) * (1 - rho) / rho, i.i.d. over sounds and repetitions.
+  var(signal) * (1 - rho) / rho. A fraction ``structured_noise`` of it is structured: one
+  fluctuation per subject, sound and repetition shared by all of that subject's voxels (as a
+  scan-wide signal change), the rest i.i.d. over voxels, sounds and repetitions.
 - Missing repetitions: NH2015 gets ``frac_incomplete`` extra voxels with n_reps < 3 (NaN in the
   missing reps) that the loader drops, as in the release; B2021 has ``nan_subjects`` subjects in
   which ``frac_nan_voxels`` of voxels miss their third repetition (kept by the loader; regression
@@ -52,13 +60,14 @@ _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by brainalign simulate (determinist
 
 @dataclass(frozen=True)
 class DatasetSim:
-    """Size and missing-data settings of one simulated dataset."""
+    """Size, subject variation and missing-data settings of one simulated dataset."""
 
     n_subjects: int
     voxels_per_subject: int
     frac_incomplete: float = 0.0
     nan_subjects: int = 0
     frac_nan_voxels: float = 0.0
+    idiosyncrasy: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,20 +79,24 @@ class SimulateParams:
     reliability_low: float = 0.3
     reliability_high: float = 0.8
     frac_no_roi: float = 0.2
+    structured_noise: float = 0.3
     nh2015: DatasetSim = field(
         default_factory=lambda: DatasetSim(
-            n_subjects=8, voxels_per_subject=120, frac_incomplete=0.05
+            n_subjects=8, voxels_per_subject=120, frac_incomplete=0.05, idiosyncrasy=0.45
         )
     )
     b2021: DatasetSim = field(
         default_factory=lambda: DatasetSim(
-            n_subjects=20, voxels_per_subject=60, nan_subjects=2, frac_nan_voxels=0.05
+            n_subjects=20, voxels_per_subject=60, nan_subjects=2, frac_nan_voxels=0.05,
+            idiosyncrasy=0.46,
         )
     )
 
     def __post_init__(self) -> None:
         if not 0 < self.reliability_low <= self.reliability_high < 1:
             raise ValueError("need 0 < reliability_low <= reliability_high < 1")
+        if not 0 <= self.structured_noise < 1:
+            raise ValueError("structured_noise must be in [0, 1)")
         for name in ("nh2015", "b2021"):
             ds = getattr(self, name)
             if ds.n_subjects < 1 or ds.voxels_per_subject < 1:
@@ -93,6 +106,8 @@ class SimulateParams:
                     raise ValueError(f"{name}.{frac} must be in [0, 1)")
             if ds.nan_subjects > ds.n_subjects:
                 raise ValueError(f"{name}.nan_subjects exceeds n_subjects")
+            if ds.idiosyncrasy < 0:
+                raise ValueError(f"{name}.idiosyncrasy must be >= 0")
 
 
 def _outer(resp: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -103,15 +118,35 @@ def _outer(resp: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
+def _subject_signal(responses: np.ndarray, weights: np.ndarray, subject: np.ndarray,
+                    n_subjects: int, idiosyncrasy: float, gain: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """gain * R_s @ w_v for every voxel v of subject s (R_s: the subject's own profiles)."""
+    sd = responses[:N_SOUNDS].std(axis=0)
+    signal = np.zeros((responses.shape[0], weights.shape[1]))
+    for s in range(1, n_subjects + 1):
+        own = responses + idiosyncrasy * rng.standard_normal(responses.shape) * sd[None, :]
+        cols = np.flatnonzero(subject == s)
+        signal[:, cols] = gain * _outer(own, weights[:, cols])
+    return signal
+
+
 def _responses(
-    signal: np.ndarray, rng: np.random.Generator, p: SimulateParams
+    signal: np.ndarray, subject: np.ndarray, rng: np.random.Generator, p: SimulateParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Add noise for a per-voxel reliability; returns (responses S x V x 3, reliabilities)."""
     n_vox = signal.shape[1]
     rel = rng.uniform(p.reliability_low, p.reliability_high, size=n_vox)
     sd_signal = signal[:N_SOUNDS].std(axis=0)
     sd_noise = sd_signal * np.sqrt((1.0 - rel) / rel)
-    noise = rng.standard_normal((signal.shape[0], n_vox, N_REPS)) * sd_noise[None, :, None]
+    white = rng.standard_normal((signal.shape[0], n_vox, N_REPS))
+    if p.structured_noise > 0:
+        subjects = np.unique(subject)
+        shared = rng.standard_normal((len(subjects), signal.shape[0], N_REPS))
+        scan = shared[np.searchsorted(subjects, subject)].transpose(1, 0, 2)
+        white = (np.sqrt(1.0 - p.structured_noise) * white
+                 + np.sqrt(p.structured_noise) * scan)
+    noise = white * sd_noise[None, :, None]
     return np.round(signal[:, :, None] + noise, 6), rel
 
 
@@ -179,14 +214,15 @@ def simulate_nh2015(
         replace=n_used + n_extra > comp.weights.shape[1],
     )
     weights = comp.weights[:, cols]
-    signal = p.gain * _outer(comp.responses, weights)
-    resp, rel = _responses(signal, rng, p)
     subject = np.concatenate(
         [
             np.repeat(np.arange(1, ds.n_subjects + 1), ds.voxels_per_subject),
             rng.integers(1, ds.n_subjects + 1, size=n_extra),
         ]
     )
+    signal = _subject_signal(comp.responses, weights, subject, ds.n_subjects, ds.idiosyncrasy,
+                             p.gain, rng)
+    resp, rel = _responses(signal, subject, rng, p)
     n_reps = np.full(n_used + n_extra, N_REPS)
     n_reps[n_used:] = rng.integers(1, N_REPS, size=n_extra)
     for v in range(n_used, n_used + n_extra):
@@ -266,9 +302,10 @@ def simulate_b2021(
     mix = rng.dirichlet(np.ones(len(music_rows)), size=N_B2021_SOUNDS - N_SOUNDS)
     extra = _outer(mix, comp.responses[music_rows])
     resp_rows = np.vstack([comp.responses, extra])
-    signal = p.gain * _outer(resp_rows, weights)
-    resp, rel = _responses(signal, rng, p)
     subject = np.repeat(np.arange(1, ds.n_subjects + 1), ds.voxels_per_subject)
+    signal = _subject_signal(resp_rows, weights, subject, ds.n_subjects, ds.idiosyncrasy,
+                             p.gain, rng)
+    resp, rel = _responses(signal, subject, rng, p)
     nan_subj = rng.choice(np.arange(1, ds.n_subjects + 1), size=ds.nan_subjects, replace=False)
     n_nan = 0
     for s in np.sort(nan_subj):
@@ -331,7 +368,8 @@ def simulate_release(
             "simulated": True,
             "dataset": name,
             "generator": "brainalign simulate (brainalign.data.simulate)",
-            "method": "real NH2015 components R @ W plus Gaussian noise at a per-voxel reliability",
+            "method": "real NH2015 components: subject-specific profiles R_s @ W plus white and "
+                      "scan-wide Gaussian noise at a per-voxel reliability",
             "components_sha256": components_sha256,
             "params": asdict(params),
             **info,

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from brainalign.downstream.hear_tasks import HearTask
 from brainalign.errors import InputError
 from brainalign.npz import write_npz
+from brainalign.outputs import damaged
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ def load_embeddings(path: str | Path) -> tuple[TaskEmbeddings, str]:
                 split: {layer: npz[f"emb/{split}/{layer}"] for layer in meta["layers"]}
                 for split in meta["splits"]
             }
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(path, f"not a readable embedding cache ({exc})") from None
+    except Exception as exc:  # a damaged zip raises BadZipFile, EOFError, ValueError, ...
+        raise damaged(path, exc, "embedding cache") from None
     emb = TaskEmbeddings(model=meta["model"], task=meta["task"], layers=tuple(meta["layers"]),
                          splits=splits)
     return emb, str(meta["fingerprint"])

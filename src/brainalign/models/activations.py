@@ -18,6 +18,7 @@ import numpy as np
 
 from brainalign.errors import InputError
 from brainalign.npz import write_npz
+from brainalign.outputs import damaged
 
 _LAYER_PREFIX = "layer/"
 
@@ -60,8 +61,8 @@ def load_activations(path: str | Path) -> Activations:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
             layers = {name: npz[_LAYER_PREFIX + name] for name in meta["layers"]}
-    except (KeyError, ValueError, OSError) as exc:
-        raise InputError(path, f"not a valid activation file ({exc})") from None
+    except Exception as exc:  # a damaged zip raises BadZipFile, EOFError, ValueError, ...
+        raise damaged(path, exc, "activation file") from None
     stimuli = tuple(meta["stimuli"])
     for name, arr in layers.items():
         if arr.ndim != 2 or arr.shape[0] != len(stimuli):

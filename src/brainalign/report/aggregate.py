@@ -22,6 +22,7 @@ import pandas as pd
 from brainalign.data.components import COMPONENT_NAMES
 from brainalign.data.fmri import ROI_LABELS
 from brainalign.errors import InputError
+from brainalign.outputs import damaged
 
 DATASETS = {"NH2015": "nh2015", "B2021": "b2021"}
 
@@ -31,8 +32,8 @@ def _read(path: Path) -> dict[str, Any]:
         raise InputError(path, "metrics file not found (run the stage that writes it)")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise damaged(path, exc, "metrics file") from None
 
 
 def _num(value: Any) -> float:

@@ -4,6 +4,11 @@ A number is compared only when the run computes the same measure on the same thi
 number needs a model of the run with the paper's label; a correlation over models (Table 1,
 Figs. 3 and 6) needs the paper's model set (all 36 labels) and, for task columns, the six HEAR
 tasks. Otherwise the row says why there is no counterpart instead of comparing different things.
+
+Each compared row carries a ``tolerance`` (the published precision widened to the verify
+tolerance of its kind) and ``checked``: whether ``brainalign verify`` may fail on it. Rows on
+simulated voxels, and component rows computed from other sound files than the authors' (the lab
+release's 20 kHz copies), are compared for information only.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ def _row(
     reproduced: float | None,
     exact: bool,
     note: str,
+    tolerance: float | None = None,
+    checked: bool = False,
 ) -> dict:
     diff = None if reproduced is None or not math.isfinite(reproduced) else reproduced - published
     return {
@@ -44,6 +51,8 @@ def _row(
         "reproduced": reproduced,
         "difference": diff,
         "published_exact": exact,
+        "tolerance": tolerance if reproduced is not None else None,
+        "checked": bool(checked and reproduced is not None),
         "note": note,
     }
 
@@ -53,23 +62,32 @@ def compare(
     tasks: list[str],
     simulated: bool,
     top: dict[str, dict[str, float]] | None = None,
+    authors_stimuli: bool = False,
+    tolerances: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Long table: what, model, measure, published, reproduced, difference, note.
 
     ``top`` is the run's RSA topline ({nh2015|b2021: {mean, ...}}), a property of the fMRI data
-    alone, so it has a counterpart whenever the datasets do.
+    alone, so it has a counterpart whenever the datasets do. ``authors_stimuli``: the models
+    heard the lab release's files, as the authors' models did. ``tolerances``: the verify
+    tolerance per kind (``alignment``, ``correlation``).
     """
     labels = dict(zip(table["label"], table.index, strict=True))
     full_set = set(labels) >= PAPER_LABELS
     hear = set(tasks) == set(HEAR_TASK_ABBREV)
     sim_note = "reproduced on SIMULATED voxels; not comparable in substance" if simulated else ""
+    tolerances = tolerances or {}
     rows = []
+
+    def tol(value: float, exact: bool, kind: str, read_off: float = pub.READ_OFF["fig2"]) -> float:
+        return max(pub.precision(value, exact, read_off), tolerances.get(kind, 0.0))
 
     def per_model(what: str, values: dict[str, float], column: str, exact: bool) -> None:
         for label, value in values.items():
             if label in labels:
                 got = float(table.loc[labels[label], column])
-                rows.append(_row(what, label, column, value, got, exact, sim_note))
+                rows.append(_row(what, label, column, value, got, exact, sim_note,
+                                 tol(value, exact, "alignment"), not simulated))
             else:
                 rows.append(
                     _row(
@@ -94,8 +112,21 @@ def compare(
                 got,
                 False,
                 sim_note,
+                tol(value, False, "alignment"),
+                not simulated,
             )
         )
+    base = table[table["label"] == "SpectroTemporal"]
+    input_note = ("" if authors_stimuli else "the authors fed the lab release's 20 kHz files; "
+                  "this run feeds other copies of the sounds (the GitHub 44.1 kHz files), so "
+                  "the difference is informative only")
+    for column, (value, exact) in pub.SPECTEMP_COMPONENTS.items():
+        what = ("Fig. 4 SpectroTemporal component R^2" + ("" if exact else
+                " (read off the figure)"))
+        got = float(base[column].iloc[0]) if len(base) else None
+        note = input_note if len(base) else "no counterpart: SpectroTemporal not in this run"
+        rows.append(_row(what, "SpectroTemporal", column, value, got, exact, note,
+                         tol(value, exact, "alignment", pub.READ_OFF["fig4"]), authors_stimuli))
     per_model("Fig. 4 Music component R^2", pub.MUSIC_R2, "comp_music", True)
     per_model(
         "Fig. 2 regression NH2015 R^2 (read off the figure)",
@@ -132,21 +163,24 @@ def compare(
                     )
                     continue
                 r, _, _ = pearson(part[measure].to_numpy(), part[column].to_numpy())
-                rows.append(_row(what, None, measure, value, r, True, sim_note))
+                rows.append(_row(what, None, measure, value, r, True, sim_note,
+                                 tol(value, True, "correlation"), not simulated))
     for measure, (r_pub, _p) in pub.FIG6.items():
         what = f"Fig. 6 r, Overall vs {measure}"
         if why_models:
             rows.append(_row(what, None, measure, r_pub, None, True, why_models))
         else:
             r, _, _ = pearson(table["overall"].to_numpy(), table[measure].to_numpy())
-            rows.append(_row(what, None, measure, r_pub, r, True, sim_note))
+            rows.append(_row(what, None, measure, r_pub, r, True, sim_note,
+                             tol(r_pub, True, "correlation"), not simulated))
     for (x, y), r_pub in pub.FIG3.items():
         what = f"Fig. 3 r, {x} vs {y}"
         if why_models:
             rows.append(_row(what, None, f"{x}~{y}", r_pub, None, True, why_models))
         else:
             r, _, _ = pearson(table[x].to_numpy(), table[y].to_numpy())
-            rows.append(_row(what, None, f"{x}~{y}", r_pub, r, True, sim_note))
+            rows.append(_row(what, None, f"{x}~{y}", r_pub, r, True, sim_note,
+                             tol(r_pub, True, "alignment"), not simulated))
     return pd.DataFrame(rows)
 
 

@@ -145,6 +145,29 @@ FIG2_REG_NH2015 = {
 TOPLINE = {"nh2015": 0.759, "b2021": 0.752}
 """RSA noise ceiling read off Fig. 2 (approximate)."""
 
+SPECTEMP_COMPONENTS = {
+    "comp_lowfreq": (0.737, False),
+    "comp_highfreq": (0.576, False),
+    "comp_envsounds": (0.454, False),
+    "comp_pitch": (0.534, False),
+    "comp_speech": (0.718, False),
+    "comp_music": (0.335676, True),
+}
+"""Fig. 4 grey line: the SpectroTemporal baseline's component R^2 (value, exact). Music is exact
+(the authors' notebook); the others are read off the figure (about +-0.005)."""
+
+READ_OFF = {"fig2": 0.002, "fig4": 0.005}
+"""Reading precision of numbers read off a figure (paper-spec section 6)."""
+
+
+def precision(value: float, exact: bool, read_off: float) -> float:
+    """Half a unit of the last printed digit of an exact number; else the read-off precision."""
+    if not exact:
+        return read_off
+    text = repr(float(value))
+    decimals = len(text.split(".")[1]) if "." in text and "e" not in text else 6
+    return 0.5 * 10.0 ** (-decimals)
+
 
 @dataclass(frozen=True)
 class PublishedValue:
