@@ -26,7 +26,7 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check uv==0.13.8 \
  && /opt/venv/bin/uv sync --frozen --no-install-project --no-cache
 COPY --chown=brainalign:brainalign . .
-RUN /opt/venv/bin/uv sync --frozen --no-cache && touch /opt/venv/bin/.synced
+RUN /opt/venv/bin/uv sync --frozen --no-cache --compile-bytecode && touch /opt/venv/bin/.synced
 
 ARG GIT_COMMIT=unknown
 ARG LOCK_SHA256=unknown

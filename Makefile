@@ -34,7 +34,7 @@ $(BIN)/.synced: pyproject.toml uv.lock
 	$(BIN)/uv --version 2>/dev/null | grep -qx "uv $(UV_VERSION).*" || { \
 	  $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q; \
 	  $(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION); }
-	$(BIN)/uv sync --frozen
+	$(BIN)/uv sync --frozen --compile-bytecode
 	touch $@
 
 setup: $(BIN)/.synced ## Create .venv from uv.lock (exact versions, hashes checked)

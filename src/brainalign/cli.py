@@ -161,7 +161,7 @@ def fetch(
         raise InputError("--model", "only applies to the weights group (add --group weights)")
     placed = do_fetch(groups, data.root, mirror, models=models_)
     log.info("fetched %d inputs (%s) into %s", len(placed), ", ".join(groups), data.root)
-    if data.fmri == "simulated":
+    if data.fmri == "simulated" and "github" in groups:  # the simulation reads the components
         _simulate(p)
     if track:
         _dvc_track(Path(data.root))

@@ -1,6 +1,6 @@
 """One tidy table of every model of the run, from the per-model metrics of each stage.
 
-Columns (one row per model): ``model, label, family, training, simulated_voxels``;
+Columns (one row per model): ``model, label, family, training, random_init, simulated_voxels``;
 ``reg_nh2015, reg_nh2015_sem, reg_b2021, reg_b2021_sem`` (median over voxels per subject, mean
 and SEM over subjects); ``comp_<component>`` (r^2 of each NH2015 component); ``rsa_<ds>`` and
 ``rsa_<ds>_sd`` (max-layer rho, SD over subjects at that layer), ``rsa_<ds>_layer``;
@@ -52,6 +52,7 @@ def model_row(model: str, metrics_dir: Path) -> dict[str, Any]:
         "label": spec.label,
         "family": spec.family,
         "training": spec.training,
+        "random_init": bool(spec.random_init),
         "simulated_voxels": bool(reg.get("simulated_voxels")),
     }
     for ds, key in DATASETS.items():

@@ -84,6 +84,23 @@ def _split_baseline(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series | None
     return rest, (base.iloc[0] if len(base) else None)
 
 
+def _hatch_controls(bars, table: pd.DataFrame) -> None:
+    """Random-initialisation controls: the family colour, lighter and hatched."""
+    for bar, control in zip(bars, _controls(table), strict=True):
+        if control:
+            bar.set_alpha(0.45)
+            bar.set_hatch("////")
+            bar.set_edgecolor("#404040")
+            bar.set_linewidth(0.3)
+
+
+def _control_handle(table: pd.DataFrame) -> list:
+    if not _controls(table).any():
+        return []
+    return [Patch(facecolor="#d0d0d0", hatch="////", edgecolor="#404040",
+                  label="random initialisation")]
+
+
 def _hline(ax: plt.Axes, value: float, err: float, style: str, color: str, label: str) -> None:
     """A vertical reference line (bars are horizontal) with an error band."""
     if not np.isfinite(value):
@@ -110,7 +127,7 @@ def figure2(table: pd.DataFrame, top: dict, stem: Path, simulated: bool) -> list
         fig, axes = plt.subplots(1, 4, figsize=(7.2, height), sharey=True)
         y = np.arange(len(rest))
         for ax, (col, err, title, xlabel, topkey) in zip(axes, panels, strict=True):
-            ax.barh(
+            bars = ax.barh(
                 y,
                 rest[col],
                 xerr=rest[err],
@@ -118,6 +135,7 @@ def figure2(table: pd.DataFrame, top: dict, stem: Path, simulated: bool) -> list
                 error_kw={"elinewidth": 0.6, "capsize": 1.5},
                 height=0.75,
             )
+            _hatch_controls(bars, rest)
             if base is not None:
                 _hline(ax, base[col], base[err], "--", "#808080", "SpectroTemporal")
             if topkey is not None and topkey in top:
@@ -126,6 +144,7 @@ def figure2(table: pd.DataFrame, top: dict, stem: Path, simulated: bool) -> list
             ax.set_xlabel(xlabel)
         axes[0].set_yticks(y, rest["label"])
         handles = [Patch(color=colors[f], label=f) for f in dict.fromkeys(rest["family"])]
+        handles += _control_handle(rest)
         handles += [
             plt.Line2D([], [], color="#808080", linestyle="--", label="SpectroTemporal"),
             plt.Line2D([], [], color="#303030", linestyle=":", label="Topline"),
@@ -153,13 +172,15 @@ def figure4(table: pd.DataFrame, stem: Path, simulated: bool) -> list[Path]:
             col = f"comp_{comp}"
             part = rest.sort_values(col, ascending=True)
             y = np.arange(len(part))
-            ax.barh(y, part[col], color=[colors[f] for f in part["family"]], height=0.75)
+            bars = ax.barh(y, part[col], color=[colors[f] for f in part["family"]], height=0.75)
+            _hatch_controls(bars, part)
             ax.set_yticks(y, part["label"], fontsize=5)
             if base is not None:
                 _hline(ax, base[col], float("nan"), "--", "#808080", "SpectroTemporal")
             ax.set_title(COMPONENT_LABELS[comp])
             ax.set_xlabel(r"$R^2$")
         handles = [Patch(color=colors[f], label=f) for f in dict.fromkeys(rest["family"])]
+        handles += _control_handle(rest)
         handles.append(plt.Line2D([], [], color="#808080", linestyle="--", label="SpectroTemporal"))
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False)
         fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -170,36 +191,54 @@ def figure4(table: pd.DataFrame, stem: Path, simulated: bool) -> list[Path]:
 def _scatter(
     ax: plt.Axes, table: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, annotate_p: bool
 ) -> None:
+    """Models as points (random-initialisation controls hollow), a least-squares line, and
+    "r = .., p = .." as the panel title, where it cannot cover a point."""
     colors = family_colors(list(table["family"]))
-    ax.scatter(
-        table[x],
-        table[y],
-        c=[colors[f] for f in table["family"]],
-        s=14,
-        edgecolors="white",
-        linewidths=0.4,
-        zorder=3,
-    )
+    control = _controls(table)
+    for hollow in (False, True):
+        part = table[control == hollow]
+        if part.empty:
+            continue
+        fam = [colors[f] for f in part["family"]]
+        ax.scatter(part[x], part[y], s=14, zorder=3, linewidths=0.8 if hollow else 0.4,
+                   facecolors="white" if hollow else fam,
+                   edgecolors=fam if hollow else "white")
     line = least_squares_line(table[x].to_numpy(), table[y].to_numpy())
     if line is not None:
         xs = np.linspace(np.nanmin(table[x]), np.nanmax(table[x]), 20)
         ax.plot(xs, line[0] * xs + line[1], color="#404040", linewidth=0.8, zorder=2)
     r, p, n = pearson(table[x].to_numpy(), table[y].to_numpy())
     text = f"r = {r:.2f}" + (f", p = {p:.1e}" if annotate_p else "") + f" (n = {n})"
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=6)
+    ax.set_title(text, fontsize=6)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+
+
+def _controls(table: pd.DataFrame) -> pd.Series:
+    """True for the random-initialisation controls (drawn hollow / hatched)."""
+    if "random_init" in table:
+        return table["random_init"].fillna(False).astype(bool)
+    return pd.Series(False, index=table.index)
+
+
+def _panel_letter(ax: plt.Axes, letter: str) -> None:
+    ax.text(-0.28, 1.12, f"({letter})", transform=ax.transAxes, fontsize=8,
+            fontweight="bold", va="bottom", ha="left")
 
 
 def _family_legend(fig: plt.Figure, table: pd.DataFrame) -> None:
     colors = family_colors(list(table["family"]))
     handles = [Patch(color=colors[f], label=f) for f in dict.fromkeys(table["family"])]
+    if _controls(table).any():
+        handles.append(plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="white",
+                                  markeredgecolor="#404040", markersize=4,
+                                  label="random initialisation"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False)
 
 
 def figure3(table: pd.DataFrame, stem: Path, simulated: bool) -> list[Path]:
-    """Fig. 3: (a) regression R^2 vs max-layer rho per dataset; (b) rho B2021 vs NH2015;
-    (c) R^2 B2021 vs NH2015; Pearson r and a least-squares line in each."""
+    """Fig. 3: regression R^2 vs max-layer rho, (a) NH2015 and (b) B2021 (the paper's panel a);
+    (c) rho B2021 vs NH2015; (d) R^2 B2021 vs NH2015; Pearson r and a least-squares line."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 4, figsize=(7.2, 2.3))
         _scatter(
@@ -238,8 +277,8 @@ def figure3(table: pd.DataFrame, stem: Path, simulated: bool) -> list[Path]:
             r"Regression $R^2$ B2021",
             False,
         )
-        for ax, letter in zip(axes, ["a", "a", "b", "c"], strict=True):
-            ax.set_title(f"({letter})", loc="left")
+        for ax, letter in zip(axes, "abcd", strict=True):
+            _panel_letter(ax, letter)
         _family_legend(fig, table)
         fig.tight_layout(rect=(0, 0.1, 1, 1))
         _mark_simulated(fig, simulated)

@@ -31,9 +31,11 @@ def table1_latex(
     tasks: list[str],
     caption: str,
     label: str = "tab:table1",
+    produced_by: str = "",
 ) -> str:
     """A complete ``table`` environment (needs ``\\usepackage[table]{xcolor}`` and the two
-    colours ``sigstrong``/``sigweak`` defined in the preamble)."""
+    colours ``sigstrong``/``sigweak`` defined in the preamble). ``produced_by``: LaTeX placed
+    inside the float under the caption (the stage that made the table), so it stays with it."""
     lines = [
         r"\begin{table}[t]",
         r"\centering",
@@ -63,7 +65,10 @@ def table1_latex(
             lines.append(" & ".join([label_text, *cells]) + r" \\")
         lines.append(r"\midrule")
     lines[-1] = r"\bottomrule"
-    lines += [r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
+    lines += [r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}"]
+    if produced_by:
+        lines.append(produced_by)
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
