@@ -712,13 +712,15 @@ def correlate(params: ParamsOpt = Path("params.yaml")) -> None:
         wide.assign(simulated_voxels=simulated).to_csv(tmp, index=False, float_format="%.10g")
     _write_metrics("", "correlations", _correlation_metrics(table, corr, simulated))
     caption = (
-        "Pearson r between each alignment measure and each downstream score (task z-scores and "
-        "Overall) over the models of this run; cells shaded by two-sided p (dark: p < .01, "
-        "light: p < .05); row maximum in bold."
-        + (" Computed on SIMULATED voxels (embedded default)." if simulated else "")
+        "Reproduces Table~1 of the paper. Pearson r between each alignment measure and each "
+        "downstream score (task z-scores and Overall) over the models of this run; cells shaded "
+        "by two-sided p (dark: p < .01, light: p < .05); row maximum in bold. \\simtag"
     )
+    produced = r"\producedby{correlate}{build/report/models.parquet}"
     write_text(
-        REPORT / "table1.tex", table1_latex(corr, published.MEASURE_LABELS, list(columns), caption)
+        REPORT / "table1.tex",
+        table1_latex(corr, published.MEASURE_LABELS, list(columns), caption,
+                     produced_by=produced),
     )
     figures.figure3(table, REPORT / "fig3", simulated)
     figures.figure6(table, REPORT / "fig6", simulated)
@@ -808,13 +810,14 @@ def paper(params: ParamsOpt = Path("params.yaml")) -> None:
     import shutil
 
     from brainalign.atomic import write_text
-    from brainalign.report.paper import provenance_tex
+    from brainalign.report.paper import provenance_tex, results_tex
 
     p = _params(params)
     table = _table(p)
     out = (BUILD / "paper").resolve()
     write_text(out / "provenance.tex",
-               provenance_tex(table, _tasks(p), source_sha256(), lock_sha256() or "unknown"))
+               provenance_tex(table, _tasks(p), source_sha256(), lock_sha256() or "unknown")
+               + results_tex(table, _read_json(REPORT / "topline.json")))
     latexmk = shutil.which("latexmk")
     if latexmk is None:
         raise InputError("latexmk", "not found: install TeX Live with `make tex` (Debian packages)")

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from brainalign.data.fetch import HubFile, default_registry_path, load_registry, mirror_path
+from brainalign.data.fetch import HubFile, load_registry, mirror_path
 from brainalign.models.activations import Activations, load_activations
 from brainalign.models.spec import BuildContext, ModelSpec
 
@@ -134,7 +134,7 @@ def workspace(tmp_path: Path, monkeypatch: Any, shared_mirror: Path) -> Workspac
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     registry = tmp_path / "registry.json"
-    shutil.copyfile(default_registry_path(), registry)
+    shutil.copyfile(REPO / "src/brainalign/data/registry.json", registry)
     monkeypatch.chdir(root)
     monkeypatch.setenv("BRAINALIGN_REGISTRY", str(registry))
     monkeypatch.setenv("BRAINALIGN_MIRROR", os.pathsep.join([str(mirror), str(shared_mirror)]))

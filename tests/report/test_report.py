@@ -93,8 +93,10 @@ def test_compare_says_no_counterpart_for_other_models():
     t = _table(5)
     top = {"nh2015": {"mean": 0.9}, "b2021": {"mean": 0.8}}
     rows = compare(t, ["t1", "t2"], True, top)
-    model_rows = rows[rows["what"].str.startswith("Fig. 4")]
+    model_rows = rows[rows["what"].str.startswith("Fig. 4 Music")]
     assert len(model_rows) == len(published.MUSIC_R2)
+    base_rows = rows[rows["what"].str.startswith("Fig. 4 SpectroTemporal")]
+    assert len(base_rows) == 6 and base_rows["reproduced"].isna().all()
     assert model_rows["reproduced"].isna().all()
     assert (model_rows["note"] == "no counterpart: model not in this run").all()
     table_rows = rows[rows["what"].str.startswith("Table 1")]
@@ -143,3 +145,24 @@ def test_provenance_macros_say_simulated():
     assert r"\newcommand{\sourcedigest}{aaaaaaaaaaaa}" in tex
     assert r"\newcommand{\lockdigest}{bbbbbbbbbbbb}" in tex
     assert r"nat165-category" in tex
+
+
+def test_spectemp_components_are_compared_and_checked_only_on_the_authors_inputs():
+    t = _table(3, labels=["SpectroTemporal", "m1", "m2"])
+    t["family"] = ["baseline", "x", "y"]
+    for comp in ("lowfreq", "highfreq", "envsounds", "pitch", "speech", "music"):
+        t[f"comp_{comp}"] = [0.5, 0.6, 0.7]
+    top = {"nh2015": {"mean": 0.9}, "b2021": {"mean": 0.8}}
+    rows = compare(t, ["t1"], False, top)
+    base = rows[rows["what"].str.startswith("Fig. 4 SpectroTemporal")]
+    assert len(base) == 6 and (base["reproduced"] == 0.5).all()
+    assert not base["checked"].any() and base["note"].str.contains("20 kHz").all()
+    music = base[base["measure"] == "comp_music"].iloc[0]
+    assert music["published"] == 0.335676 and music["tolerance"] == pytest.approx(5e-7)
+    lf = base[base["measure"] == "comp_lowfreq"].iloc[0]
+    assert lf["tolerance"] == pytest.approx(0.005)  # read off Fig. 4
+    rows = compare(t, ["t1"], False, top, authors_stimuli=True,
+                   tolerances={"alignment": 1e-3})
+    base = rows[rows["what"].str.startswith("Fig. 4 SpectroTemporal")]
+    assert base["checked"].all()
+    assert base[base["measure"] == "comp_music"]["tolerance"].iloc[0] == pytest.approx(1e-3)

@@ -76,7 +76,9 @@ ENCODECMAE_MEL256 = FbankPreset(
     source="habla-liaa/encodecmae configs/features/mel.gin, MelspectrogramProcessor "
            "(norm_stats [-6.12, 4.82]: (mel + 6.12) / 4.82)",
 )
-"""EnCodecMAE mel256 (the gin config of a checkpoint may override these; its loader checks)."""
+"""EnCodecMAE mel256. These values are the mel models' ``ModelSpec.config``: the loader
+refuses a checkpoint whose gin config says otherwise (upstream does not forward the gin's
+dither; torchaudio's default 0 applies)."""
 
 BEATS = FbankPreset(
     sample_frequency=16_000, num_mel_bins=128, frame_length=25.0, frame_shift=10.0,
@@ -95,7 +97,10 @@ AST = FbankPreset(
 loader pads with zeros first, then applies ``(x - mean) / std``)."""
 
 S2T = FbankPreset(
-    sample_frequency=16_000, num_mel_bins=80, input_scale=2.0**15, utterance_cmvn=True,
-    source="transformers Speech2TextFeatureExtractor (fbank of waveform * 2^15, 80 bins, "
-           "utterance CMVN)",
+    sample_frequency=16_000, num_mel_bins=80, input_scale=2.0**15, utterance_cmvn=False,
+    source="transformers 4.56.1 Speech2TextFeatureExtractor (fbank of waveform * 2^15, 80 bins, "
+           "dither 0); its utterance CMVN follows in brainalign.models.s2t.utterance_cmvn, "
+           "in the extractor's own numpy float32 operations (a torch float32 CMVN differs "
+           "from it by up to ~4e-4)",
 )
+"""Speech2Text: the raw fbank; the per-utterance CMVN is applied by the S2T loader."""
