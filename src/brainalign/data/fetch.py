@@ -457,7 +457,8 @@ def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
 
 def _open_members(archive: Path):
     """(names, open(name) -> binary stream, check(name)) for a tar or zip archive."""
-    if zipfile.is_zipfile(archive):
+    # a tar whose last member is a zip (a torch checkpoint) also passes is_zipfile: tar first
+    if not tarfile.is_tarfile(archive) and zipfile.is_zipfile(archive):
         zf = zipfile.ZipFile(archive)
         infos = {i.filename: i for i in zf.infolist() if not i.is_dir()}
 
@@ -590,10 +591,12 @@ def fetch(
             failed.append((entry, exc))
     if failed:
         lines = "\n".join(f"  {e.url}  ({e.path})" for e, _ in failed)
+        placed_note = ("everything else is in place" if len(failed) < len(chosen)
+                       else "nothing could be placed")
         raise InputError(
             "brainalign fetch",
             f"{len(failed)} of {len(chosen)} inputs could not be downloaded (no network, and no "
-            f"copy under ${MIRROR_ENV}); everything else is in place. Unreachable:\n{lines}",
+            f"copy under ${MIRROR_ENV}); {placed_note}. Unreachable:\n{lines}",
         )
     return out
 
