@@ -43,6 +43,7 @@ DOWNSAMPLE_TAPS = 1001
 KAISER_BETA = 5.0
 COMPRESSION_OFFSET, COMPRESSION_POWER = 1e-8, 0.3
 INPUT_RMS = 0.1
+_CHANNEL_CHUNK = 16
 
 
 def tuckute_level(audio: torch.Tensor, clamp: bool = False) -> torch.Tensor:
@@ -127,13 +128,16 @@ def cochleagram(audio: torch.Tensor) -> torch.Tensor:
     batch, n = audio.shape
     bank = _cochlear_bank_tensor(n).to(audio.device)
     spec = torch.fft.rfft(audio.double(), dim=-1).to(torch.complex64)
-    sub = spec[:, None, :] * bank[None]  # (B, C, n//2+1)
-    full = torch.zeros((batch, bank.shape[0], n), dtype=sub.dtype, device=audio.device)
-    full[..., : sub.shape[-1]] = sub
-    analytic = torch.fft.ifft(full, dim=-1)
-    env = analytic.abs().clamp(min=1e-8)  # = sqrt(max(re^2 + im^2, 1e-16))
     factor = SAMPLE_RATE // ENV_SR
     taps = torch.from_numpy(downsample_taps(factor)).to(audio.device)[None, None]
-    down = F.conv1d(env.reshape(-1, 1, n), taps, stride=factor)
-    down = down.reshape(batch, bank.shape[0], -1)
+    out = []
+    # Channels in chunks: the complex analytic signals of all 211 channels would need ~70 MB
+    # per 2-s clip; ``ifft(n=n)`` zero-fills the negative frequencies itself (same values).
+    for start in range(0, bank.shape[0], _CHANNEL_CHUNK):
+        sub = spec[:, None, :] * bank[None, start:start + _CHANNEL_CHUNK]  # (B, c, n//2+1)
+        analytic = torch.fft.ifft(sub, n=n, dim=-1)
+        env = analytic.abs().clamp(min=1e-8)  # = sqrt(max(re^2 + im^2, 1e-16))
+        down = F.conv1d(env.reshape(-1, 1, n), taps, stride=factor)
+        out.append(down.reshape(batch, sub.shape[1], -1))
+    down = torch.cat(out, dim=1)
     return torch.pow(torch.relu(down) + COMPRESSION_OFFSET, COMPRESSION_POWER)
