@@ -24,7 +24,7 @@ DOCKER_MIRROR = $(if $(BRAINALIGN_MIRROR),-v $(BRAINALIGN_MIRROR):/mirror:ro -e 
 # cache, build/ and dvc.lock land here, owned by you, and survive the container.
 DOCKER_WORKSPACE = --user $(shell id -u):$(shell id -g) -e HOME=/tmp -v $(CURDIR):$(WORKDIR)
 
-.PHONY: setup tex test lint demo verify repro fetch clean help docker-build docker-test docker-demo docker-repro docker-shell
+.PHONY: setup tex test lint demo verify repro fetch clean help docker-build docker-test docker-demo docker-verify docker-repro docker-shell
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ docker-demo: docker-build ## The embedded default inside the image (CPU), on thi
 
 docker-repro: docker-build ## The paper inside the image on the GPUs (--gpus all), on this checkout
 	docker run --rm --gpus all $(DOCKER_WORKSPACE) $(DOCKER_MIRROR) $(IMAGE) make repro
+
+docker-verify: docker-build ## brainalign verify inside the image, on this checkout
+	docker run --rm $(DOCKER_WORKSPACE) $(DOCKER_MIRROR) $(IMAGE) make verify
 
 docker-shell: ## An interactive shell inside the image, on this checkout
 	docker run --rm -it $(DOCKER_WORKSPACE) $(DOCKER_MIRROR) $(IMAGE) bash

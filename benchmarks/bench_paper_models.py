@@ -42,6 +42,7 @@ def _fixture(family: str):
     spec = importlib.util.spec_from_file_location(f"bench_fixture_{family}", path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
+    sys.modules[spec.name] = module  # dataclasses in the fixture look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -57,6 +58,25 @@ def _pack(archive: Path, member: str, source: Path) -> None:
     else:
         with tarfile.open(archive, "w") as tar:
             tar.add(source, arcname=member)
+
+
+def _write_files(family: str, model: str, out: str, reduced: bool, queue) -> None:
+    files = _fixture(family).write_files(model, Path(out), reduced=reduced, seed=0)
+    queue.put({k: str(v) for k, v in files.items()})
+
+
+def _write_in_child(family: str, model: str, out: Path, reduced: bool) -> dict[str, Path]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_write_files, args=(family, model, str(out), reduced, queue))
+    proc.start()
+    files = queue.get()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"{model}: writing the synthetic files failed")
+    return {k: Path(v) for k, v in files.items()}
 
 
 def _rss_gb() -> float:
@@ -80,7 +100,8 @@ def worker(model: str, reduced: bool, n_sounds: int, threads: int, device: str,
     fixture = _fixture(family)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        files = fixture.write_files(model, tmp / "written", reduced=reduced, seed=0)
+        # written in a child process, so this process's peak memory is the model's own
+        files = _write_in_child(family, model, tmp / "written", reduced)
         if reduced:
             from brainalign.models import registry
 
