@@ -165,7 +165,8 @@ def test_paper_profile_rewrites_params(tmp_path):
     assert result.exit_code == 0, result.output
     params = load_params(tmp_path / "params.yaml")
     assert params["data"]["fmri"] == "lab"
-    assert params["data"]["fetch"] == ["github", "lab", "hear", "weights"]
+    assert params["data"]["fetch"] == ["github", "lab", "hear", "weights", "pretraining"]
+    assert params["pretraining"]["checkpoints"] == "data/weights/mel256-ec-base-pretraining"
     assert params["data"]["stimuli"] == "lab/data/stimuli/165_natural_sounds"
     assert params["extract"]["resampler"] == "soxr_hq" and params["extract"]["batch_size"] == 1
     assert list(params["models"]) == paper["models"]

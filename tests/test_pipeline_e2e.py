@@ -34,6 +34,7 @@ def _reduced_params() -> dict:
         multilabel_n_valid=8,
         multilabel_n_test=8,
     )
+    params["pretraining"]["miniature"].update(steps=20, checkpoint_every=2, n_clips=16)
     params["downstream"].update(
         hidden_dims=[[32]],
         learning_rates=[1.0e-3],
@@ -96,9 +97,12 @@ def test_every_stage_ran_and_status_is_clean(project):
         "figures",
         "compare",
         "paper",
+        "pretrain-mini",
+        "dynamics",
+        "figure5",
     }
     assert expected <= set(lock)
-    for name in ("fig2", "fig3", "fig4", "fig6", "figS2"):
+    for name in ("fig2", "fig3", "fig4", "fig5", "fig6", "figS2"):
         assert (root / "build" / "report" / f"{name}.pdf").stat().st_size > 1000
     assert (root / "build" / "paper" / "brainalign.pdf").read_bytes()[:4] == b"%PDF"
     table = (root / "build" / "report" / "models.csv").read_text().splitlines()

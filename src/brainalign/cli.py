@@ -116,7 +116,8 @@ def fetch(
         list[str] | None,
         typer.Option(
             "--group", "-g",
-            help="github | lab | hear | weights (repeatable); default: params data.fetch.",
+            help="github | lab | hear | weights | reference | pretraining (repeatable); "
+                 "default: params data.fetch.",
         ),
     ] = None,
     model: Annotated[
@@ -259,8 +260,11 @@ def _check_params(p: dict) -> None:
     MiniTasksConfig.from_params(p.get("mini_tasks"))
     DownstreamConfig.from_params(p.get("downstream"))
     section(VerifyConfig, p.get("verify"), "verify")
+    from brainalign.pretraining.config import parse_params as parse_pretraining
+
+    parse_pretraining(p.get("pretraining"))
     known = {"data", "simulate", "models", "extract", "regression", "rsa", "mini_tasks",
-             "downstream", "verify"}
+             "downstream", "verify", "pretraining", "cluster"}
     unknown = sorted(set(p) - known)
     if unknown:
         raise InputError(f"params.yaml: {unknown[0]}", f"unknown section; expected some of "
@@ -276,13 +280,18 @@ def _check_checksums(p: dict, root: Path) -> None:
 
     groups = [g for g in section(DataParams, p.get("data"), "data").fetch if g != "weights"]
     for group in groups:
-        entries = [e for e in load_registry() if e.group == group]
-        present = [e for e in entries if (root / e.path).is_file()]
-        for e in present:
-            if e.sha256 is not None and sha256_of(root / e.path) != e.sha256:
-                raise InputError(root / e.path, f"does not match the registry's sha256 "
-                                 f"{e.sha256} (run `brainalign fetch` to replace it)")
-        typer.echo(f"{group}: {len(present)} of {len(entries)} files present, checksums verified")
+        files: list[tuple[str, str | None]] = []
+        for e in (e for e in load_registry() if e.group == group):
+            if e.listing is not None:  # a Hub folder: its resolved files (none before a fetch)
+                files += [(f.path, f.sha256) for f in e.listing.files] or [(e.path, None)]
+            else:
+                files.append((e.path, e.sha256))
+        present = [(path, sha) for path, sha in files if (root / path).is_file()]
+        for path, sha in present:
+            if sha is not None and sha256_of(root / path) != sha:
+                raise InputError(root / path, f"does not match the registry's sha256 {sha} "
+                                 "(run `brainalign fetch` to replace it)")
+        typer.echo(f"{group}: {len(present)} of {len(files)} files present, checksums verified")
 
 
 def _check_models(p: dict, root: Path) -> None:
@@ -761,6 +770,14 @@ def compare(params: ParamsOpt = Path("params.yaml")) -> None:
                          authors_stimuli=_layout(p).stimuli == LAB_STIMULI,
                          tolerances={"alignment": vc.alignment_atol,
                                      "correlation": vc.correlation_atol})
+    dynamics = BUILD / "metrics" / "pretraining.json"
+    if dynamics.is_file():  # Fig. 5a's read-off values (stage `dynamics`)
+        import pandas as pd
+
+        from brainalign.pretraining.table import compare_rows as fig5_rows
+
+        rows = pd.concat([rows, pd.DataFrame(fig5_rows(_read_json(dynamics), vc.alignment_atol))],
+                         ignore_index=True)
     with atomic_path(REPORT / "reproduced_vs_published.csv") as tmp:
         rows.to_csv(tmp, index=False, float_format="%.10g")
     write_text(REPORT / "reproduced_vs_published.tex", compare_latex(rows, simulated))
@@ -880,6 +897,9 @@ def profile(
 
     edit_params(params, apply)
     log.info("params.yaml now holds the %s configuration", name)
+
+
+app.add_typer(__import__("brainalign.pretraining.cli", fromlist=["app"]).app, name="pretraining")
 
 
 def run() -> None:

@@ -20,7 +20,8 @@ _SINGLE = {"topline": "topline", "tasks": "build-tasks", "overall": "overall",
 _REPORT = {"models.csv": "aggregate", "models.parquet": "aggregate", "topline.json": "aggregate",
            "reproduced_vs_published.csv": "compare", "reproduced_vs_published.tex": "compare"}
 _METRICS_FILES = {"report.json": "aggregate", "correlations.json": "correlate",
-                  "overall.json": "overall", "topline.json": "topline"}
+                  "overall.json": "overall", "topline.json": "topline",
+                  "pretraining.json": "dynamics"}
 
 
 def stage_of(path: str | Path) -> str | None:
@@ -40,9 +41,13 @@ def stage_of(path: str | Path) -> str | None:
             return _METRICS_FILES[name.name]
         kind = rest[1]
         return f"{_METRICS_PER_MODEL[kind]}@{name.stem}" if kind in _METRICS_PER_MODEL else None
+    if folder == "pretraining":
+        return "pretrain-mini" if rest[1] == "miniature" else "dynamics"
     if folder == "report":
         if name.name in _REPORT:
             return _REPORT[name.name]
+        if name.name.startswith("fig5"):
+            return "figure5"
         return "figures" if name.name.startswith(("fig2", "fig4")) else "correlate"
     return _SINGLE.get(folder)
 

@@ -36,7 +36,8 @@ def test_registry_pins_every_github_input(mirror_root):
     github = [e for e in entries if e.group == "github"]
     assert len(github) == 168
     assert {e.url: e.sha256 for e in github} == sums
-    assert {e.group for e in entries if e.sha256 is None} <= {"lab", "hear", "weights", "reference"}
+    assert {e.group for e in entries if e.sha256 is None} <= {"lab", "hear", "weights", "reference",
+                                                                 "pretraining"}
     assert len([e for e in entries if e.group == "hear"]) == 6
 
 
@@ -333,3 +334,189 @@ def test_unreachable_sources_are_listed_in_one_error(tmp_path):
     assert f"{dead}/one.bin" in str(err.value) and f"{dead}/two.bin" in str(err.value)
     assert (tmp_path / "data/weights/c/present.bin").read_bytes() == b"here"
     assert not (tmp_path / "data/weights/a").exists()
+
+
+# --------------------------------------------------------------------------- Hub directory listing
+LISTED_REPO = "org/pretrained"
+LISTED_FOLDER = "full_exps/base/pretrain_checkpoints/finegrained"
+LISTED_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
+
+
+def _listing_registry(tmp_path: Path, expected: int = 3, **extra) -> Path:
+    registry = tmp_path / "registry.json"
+    entry = {"path": "weights/m-pretraining", "sha256": None, "note": "test listing",
+             "listing": {"repo": LISTED_REPO, "folder": LISTED_FOLDER, "pattern": "*.ckpt",
+                         "revision": "main", "commit": None, "expected_count": expected,
+                         "rename": "step-{step:06d}.ckpt", "files": None, **extra}}
+    registry.write_text(json.dumps({"github": [], "pretraining": [entry]}))
+    return registry
+
+
+def _listed_files() -> dict[str, bytes]:
+    return {f"epoch={s // 2000}-step={s}.ckpt": f"checkpoint {s}".encode() * (1 + s // 1000)
+            for s in (0, 1000, 12000)}
+
+
+def _tree_json(files: dict[str, bytes], lfs: bool = True) -> list[dict]:
+    out: list[dict] = [{"type": "directory", "oid": "0" * 40, "size": 0,
+                        "path": f"{LISTED_FOLDER}/old"},
+                       {"type": "file", "oid": "1" * 40, "size": 5,
+                        "path": f"{LISTED_FOLDER}/README.md"}]
+    for name, data in files.items():
+        item = {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data),
+                "path": f"{LISTED_FOLDER}/{name}"}
+        if lfs:
+            item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                           "pointerSize": 134}
+        out.append(item)
+    return out
+
+
+def _serve_listing(root: Path, files: dict[str, bytes], *, lfs: bool = True,
+                   commit_path: bool = True) -> None:
+    """Revision answer, tree listing and files at the Hub's paths under ``root``."""
+    api = root / "api" / "models" / LISTED_REPO
+    (api / "revision").mkdir(parents=True, exist_ok=True)
+    (api / "revision" / "main").write_text(json.dumps({"sha": LISTED_COMMIT}))
+    rev = LISTED_COMMIT if commit_path else "main"
+    tree = api / "tree" / rev / LISTED_FOLDER
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    tree.write_text(json.dumps(_tree_json(files, lfs)))
+    for name, data in files.items():
+        blob = root / LISTED_REPO / "resolve" / rev / LISTED_FOLDER / name
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+
+
+def test_hub_listing_is_resolved_pinned_and_verified(tmp_path, http_server, monkeypatch):
+    """First fetch: commit resolved, folder listed (pattern, count), files placed as
+    step-<N>.ckpt with the LFS oid as their sha256; later fetches use the recorded list."""
+    www, base = http_server
+    files = _listed_files()
+    _serve_listing(www, files)
+    monkeypatch.setenv("HF_ENDPOINT", base)
+    registry = _listing_registry(tmp_path)
+    data = tmp_path / "data"
+    placed = fetch(["pretraining"], data, None, registry)
+    names = ["step-000000.ckpt", "step-001000.ckpt", "step-012000.ckpt"]
+    assert [p.name for p in placed] == names
+    assert (data / "weights/m-pretraining/step-012000.ckpt").read_bytes() == files[
+        "epoch=6-step=12000.ckpt"]
+    listing = json.loads(registry.read_text())["pretraining"][0]["listing"]
+    assert listing["commit"] == LISTED_COMMIT
+    assert [(f["step"], f["path"], f["sha256"], f["size"]) for f in listing["files"]] == [
+        (s, f"weights/m-pretraining/{n}", hashlib.sha256(d).hexdigest(), len(d))
+        for s, n, d in zip((0, 1000, 12000), names, files.values(), strict=True)]
+    assert listing["files"][0]["file"] == f"{LISTED_FOLDER}/epoch=0-step=0.ckpt"
+    entry = next(e for e in load_registry(registry) if e.listing is not None)
+    assert entry.destinations() == [f"weights/m-pretraining/{n}" for n in names]
+    # the listing is not asked again; a damaged copy is replaced from the pinned commit
+    (www / "api").rename(www / "api-gone")
+    (data / "weights/m-pretraining/step-001000.ckpt").write_bytes(b"damaged")
+    fetch(["pretraining"], data, None, registry)
+    assert (data / "weights/m-pretraining/step-001000.ckpt").read_bytes() == files[
+        "epoch=0-step=1000.ckpt"]
+    # the Hub now serves other bytes: the pinned sha256 refuses them
+    blob = www / LISTED_REPO / "resolve" / LISTED_COMMIT / LISTED_FOLDER / "epoch=0-step=0.ckpt"
+    blob.write_bytes(b"changed upstream")
+    with pytest.raises(InputError, match="checksum mismatch"):
+        fetch(["pretraining"], tmp_path / "data2", None, registry, retries=0)
+    assert not (tmp_path / "data2/weights/m-pretraining/step-000000.ckpt").exists()
+
+
+def test_hub_listing_from_a_mirror_offline(tmp_path, monkeypatch):
+    """Mirror first: the revision answer and the listing at the API URLs' paths, the files at
+    their resolve URLs; no network needed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+    files = _listed_files()
+    mirror = tmp_path / "mirror"
+    _serve_listing(mirror / "huggingface.co", files)
+    registry = _listing_registry(tmp_path)
+    placed = fetch(["pretraining"], tmp_path / "data", mirror, registry, retries=0)
+    assert len(placed) == 3 and all(p.is_file() for p in placed)
+    listing = json.loads(registry.read_text())["pretraining"][0]["listing"]
+    assert listing["commit"] == LISTED_COMMIT and len(listing["files"]) == 3
+    # a mirror holding only the branch listing (no revision answer): fetched at the branch,
+    # commit left unrecorded
+    branch = tmp_path / "branch"
+    _serve_listing(branch / "huggingface.co", files, commit_path=False)
+    (branch / "huggingface.co/api/models" / LISTED_REPO / "revision/main").unlink()
+    (tmp_path / "b").mkdir()
+    registry = _listing_registry(tmp_path / "b")
+    fetch(["pretraining"], tmp_path / "data3", branch, registry, retries=0)
+    listing = json.loads(registry.read_text())["pretraining"][0]["listing"]
+    assert listing["commit"] is None and len(listing["files"]) == 3
+    assert len(list((tmp_path / "data3/weights/m-pretraining").glob("step-*.ckpt"))) == 3
+
+
+def test_hub_listing_count_names_and_first_use(tmp_path, monkeypatch):
+    """The expected count is enforced, names must carry a step, files without an LFS oid are
+    pinned on first use."""
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    files = _listed_files()
+    mirror = tmp_path / "mirror"
+    _serve_listing(mirror / "huggingface.co", files)
+    with pytest.raises(InputError, match="expected 100 files matching '\\*.ckpt'.*has 3"):
+        fetch(["pretraining"], tmp_path / "d1", mirror, _listing_registry(tmp_path, 100))
+    assert not (tmp_path / "d1").exists() or not any((tmp_path / "d1").rglob("*.ckpt"))
+    bad = tmp_path / "bad"
+    _serve_listing(bad / "huggingface.co", {"last.ckpt": b"x", **files})
+    with pytest.raises(InputError, match="ending in '=<step>'"):
+        fetch(["pretraining"], tmp_path / "d2", bad, _listing_registry(tmp_path, 4))
+    plain = tmp_path / "plain"
+    _serve_listing(plain / "huggingface.co", files, lfs=False)
+    registry = _listing_registry(tmp_path)
+    fetch(["pretraining"], tmp_path / "d3", plain, registry)
+    recorded = json.loads(registry.read_text())["pretraining"][0]["listing"]["files"]
+    assert [f["sha256"] for f in recorded] == [hashlib.sha256(d).hexdigest()
+                                               for d in files.values()]
+
+
+def test_hub_listing_follows_pages(tmp_path, monkeypatch):
+    """The Hub pages long listings (``Link: <...>; rel="next"``): every page is read."""
+    files = _listed_files()
+    entries = _tree_json(files)
+    blobs = {f"/{LISTED_REPO}/resolve/{LISTED_COMMIT}/{LISTED_FOLDER}/{n}": d
+             for n, d in files.items()}
+    tree = f"/api/models/{LISTED_REPO}/tree/{LISTED_COMMIT}/{LISTED_FOLDER}"
+
+    class Pages(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            path, _, query = self.path.partition("?")
+            headers, body = {}, b""
+            if path == f"/api/models/{LISTED_REPO}/revision/main":
+                body = json.dumps({"sha": LISTED_COMMIT}).encode()
+            elif path == tree:
+                page = entries[:3] if query != "cursor=2" else entries[3:]
+                if query != "cursor=2":
+                    host = self.headers["Host"]
+                    headers["Link"] = f'<http://{host}{tree}?cursor=2>; rel="next"'
+                body = json.dumps(page).encode()
+            elif path in blobs:
+                body = blobs[path]
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        registry = _listing_registry(tmp_path)
+        placed = fetch(["pretraining"], tmp_path / "data", None, registry)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [p.name for p in placed] == ["step-000000.ckpt", "step-001000.ckpt",
+                                        "step-012000.ckpt"]

@@ -124,7 +124,7 @@ def test_os_system_payload_is_refused(tmp_path, monkeypatch, mirror_root) -> Non
 
 # --------------------------------------------------------------------------- hyperparams.yaml
 def test_hyperparams_are_read_as_data_and_checked(tmp_path) -> None:
-    from brainalign.models.sepformer import HNode, read_hyperparams
+    from brainalign.models.hyperparams import HNode, read_hyperparams
 
     path = tmp_path / "hyperparams.yaml"
     path.write_text(FX.HYPERPARAMS)

@@ -18,6 +18,7 @@ import torch
 
 from brainalign.data.fetch import fetch as fetch_inputs
 from brainalign.errors import InputError
+from brainalign.models import hyperparams as HP
 from brainalign.models import sepformer as S
 from brainalign.models.extract import ExtractConfig, build_runner
 from brainalign.models.weights import check_config, sha256_file
@@ -174,8 +175,8 @@ def test_hyperparams_are_read_as_data_and_checked(tmp_path) -> None:
     real = S.make_config()
     path = tmp_path / "hyperparams.yaml"
     path.write_text(FX.hyperparams_text(real))
-    hp = S.read_hyperparams(path)
-    assert hp["Encoder"] == S.HNode("new", S.ENCODER_CLASS,
+    hp = HP.read_hyperparams(path)
+    assert hp["Encoder"] == HP.HNode("new", S.ENCODER_CLASS,
                                     {"kernel_size": 16, "out_channels": 256})
     found = S.config_from_hyperparams(hp, str(path))
     assert found == real == dict(S.SPECS[0].config)
@@ -183,26 +184,26 @@ def test_hyperparams_are_read_as_data_and_checked(tmp_path) -> None:
     # another chunk size is a different model
     path.write_text(FX.hyperparams_text(real).replace("K: 250", "K: 200"))
     with pytest.raises(InputError, match=r"config is not that of .*masknet\.K=200"):
-        check_config(S.config_from_hyperparams(S.read_hyperparams(path), str(path)),
+        check_config(S.config_from_hyperparams(HP.read_hyperparams(path), str(path)),
                      S.SPECS[0].config, path=path, model=MODEL)
     # an argument the port does not know is refused, not ignored
     path.write_text(FX.hyperparams_text(real).replace("norm_before: true",
                                                       "norm_before: true\n    causal: true", 1))
     with pytest.raises(InputError, match="does not know"):
-        S.config_from_hyperparams(S.read_hyperparams(path), str(path))
+        S.config_from_hyperparams(HP.read_hyperparams(path), str(path))
 
 
 def test_hyperparams_tags_never_run(tmp_path) -> None:
     path = tmp_path / "hyperparams.yaml"
     path.write_text("Encoder: !new:os.system\n    command: echo pwned\n"
                     "modules:\n    encoder: !ref <Encoder>\n    masknet: !ref <Encoder>\n")
-    hp = S.read_hyperparams(path)  # inert: the tag is kept as text
-    assert hp["Encoder"] == S.HNode("new", "os.system", {"command": "echo pwned"})
+    hp = HP.read_hyperparams(path)  # inert: the tag is kept as text
+    assert hp["Encoder"] == HP.HNode("new", "os.system", {"command": "echo pwned"})
     with pytest.raises(InputError, match="expected !new:speechbrain.lobes.models.dual_path"):
         S.config_from_hyperparams(hp, str(path))
     path.write_text("x: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(InputError, match="not a readable hyperparams file"):
-        S.read_hyperparams(path)
+        HP.read_hyperparams(path)
 
 
 # --------------------------------------------------------------------------- the paper's numbers

@@ -3,12 +3,24 @@
 - The registry (``registry.json`` in this package, committed; ``$BRAINALIGN_REGISTRY`` names
   another) lists each file's source, sha256 and destination under the data root, in groups:
   ``github`` (the public inputs, hashes published), ``lab`` (the lab release tar), ``hear`` (the
-  HEAR tarballs), ``weights`` (the paper's model checkpoints, ``weights/<model>/...``) and
-  ``reference`` (published outputs to check against: Tuckute et al.'s activations).
+  HEAR tarballs), ``weights`` (the paper's model checkpoints, ``weights/<model>/...``),
+  ``reference`` (published outputs to check against: Tuckute et al.'s activations) and
+  ``pretraining`` (the 100 EnCodecMAE pretraining checkpoints of Fig. 5).
 - A source is a URL, or a Hugging Face file (repo id, file path, revision). A revision that is a
   branch is resolved to its commit at the first download, recorded in the registry, and every
   later download asks for that commit. Entries may list ``alternates`` (other URLs of the same
   bytes), tried in order when the source fails.
+- A Hugging Face **directory listing** (``listing``: repo, folder, glob pattern, revision,
+  expected count, a ``rename`` template) stands for every matching file of one folder. The
+  first fetch resolves the revision to a commit, lists the folder through the Hub API
+  (``<endpoint>/api/models/<repo>/tree/<commit>/<folder>``, pages followed), keeps the files
+  matching the pattern (their number must be the expected count), names each
+  ``<entry path>/<rename>`` (``{step}``: the integer after the last ``=`` of the file's stem,
+  ``{name}``, ``{stem}``, ``{suffix}``) and records the commit and the file list in the
+  registry: repo path, step, size and sha256, which is the Hub's LFS oid (the sha256 of the
+  content) where the Hub gives one, else learned on first use. Later fetches use the recorded
+  list and verify every file; the folder is not listed again. Mirrors hold the revision answer
+  and the listing at the API URLs' paths and the files at their ``resolve`` URLs.
 - Mirrors (``$BRAINALIGN_MIRROR``, one or more roots separated by ``os.pathsep``) map
   ``https://<host>/<path>`` to ``<root>/<host>/<path>``; a mirror copy is used first and
   verified like a download.
@@ -24,6 +36,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import hashlib
 import json
 import logging
@@ -40,7 +54,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from brainalign.atomic import atomic_path, write_text
 from brainalign.errors import InputError
@@ -51,7 +65,7 @@ MIRROR_ENV = "BRAINALIGN_MIRROR"
 REGISTRY_ENV = "BRAINALIGN_REGISTRY"
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_ENDPOINT = "https://huggingface.co"
-GROUPS = ("github", "lab", "hear", "weights", "reference")
+GROUPS = ("github", "lab", "hear", "weights", "reference", "pretraining")
 WEIGHTS_PREFIX = "weights/"
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -73,6 +87,47 @@ class HubFile:
         """``<endpoint>/<repo>/resolve/<commit or revision>/<file>``."""
         rev = self.commit if (pinned and self.commit) else self.revision
         return f"{endpoint.rstrip('/')}/{self.repo}/resolve/{rev}/{self.file}"
+
+
+@dataclass(frozen=True)
+class ListedFile:
+    """One file of a resolved directory listing: repo path, destination, step, size, sha256."""
+
+    file: str
+    path: str
+    step: int | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class HubListing:
+    """The files of one Hugging Face folder matching ``pattern``, at a revision (resolved to a
+    commit at the first fetch); ``files`` is the resolved list (empty until then)."""
+
+    repo: str
+    folder: str
+    pattern: str = "*"
+    revision: str = "main"
+    commit: str | None = None
+    expected_count: int | None = None
+    rename: str = "{name}"
+    files: tuple[ListedFile, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.commit is None and _COMMIT_RE.match(self.revision):
+            object.__setattr__(self, "commit", self.revision)
+
+    def api_url(self, endpoint: str = HF_ENDPOINT, pinned: bool = True) -> str:
+        """``<endpoint>/api/models/<repo>/tree/<commit or revision>/<folder>``."""
+        rev = self.commit if (pinned and self.commit) else self.revision
+        return (f"{endpoint.rstrip('/')}/api/models/{self.repo}/tree/{quote(rev, safe='')}/"
+                f"{self.folder.strip('/')}")
+
+    def revision_url(self, endpoint: str = HF_ENDPOINT) -> str:
+        """The Hub's answer naming the commit of ``revision``."""
+        return (f"{endpoint.rstrip('/')}/api/models/{self.repo}/revision/"
+                f"{quote(self.revision, safe='')}")
 
 
 @dataclass(frozen=True)
@@ -100,22 +155,32 @@ class RemoteFile:
     sha256_prefix: str | None = None
     git_blob_sha1: str | None = None
     note: str = ""
+    listing: HubListing | None = None
 
     def __post_init__(self) -> None:
-        if not self.url and self.hf is None:
-            raise InputError(self.path, "registry entry has neither 'url' nor 'hf'")
+        if not self.url and self.hf is None and self.listing is None:
+            raise InputError(self.path, "registry entry has neither 'url', 'hf' nor 'listing'")
         if self.hf is not None and not self.url:
             object.__setattr__(self, "url", self.hf.url())
+        if self.listing is not None and not self.url:
+            object.__setattr__(self, "url", self.listing.api_url())
 
     @property
     def source(self) -> str:
-        """What identifies the bytes: the URL, or ``hf://repo@revision/file``."""
+        """What identifies the bytes: the URL, ``hf://repo@revision/file`` or, for a listing,
+        ``hf-tree://repo@revision/folder/pattern``."""
         if self.hf is not None:
             return f"hf://{self.hf.repo}@{self.hf.revision}/{self.hf.file}"
+        if self.listing is not None:
+            lst = self.listing
+            return f"hf-tree://{lst.repo}@{lst.revision}/{lst.folder.strip('/')}/{lst.pattern}"
         return self.url
 
     def destinations(self) -> list[str]:
-        """Data-root paths this entry places: the file itself, or its extracted members."""
+        """Data-root paths this entry places: the file itself, its extracted members or the
+        files of its resolved listing."""
+        if self.listing is not None:
+            return [f.path for f in self.listing.files] or [self.path]
         return [m.path for m in self.members] if self.members else [self.path]
 
 
@@ -124,9 +189,15 @@ def _entry(group: str, item: dict[str, Any], where: Path) -> RemoteFile:
         item = dict(item)
         hf = item.pop("hf", None)
         members = item.pop("members", ())
+        listing = item.pop("listing", None)
+        if listing:
+            listing = dict(listing)
+            files = tuple(ListedFile(**f) for f in listing.pop("files", None) or ())
+            listing = HubListing(**listing, files=files)
         return RemoteFile(
             group=group,
             hf=HubFile(**hf) if hf else None,
+            listing=listing or None,
             members=tuple(Member(**m) for m in members),
             alternates=tuple(item.pop("alternates", ())),
             **item,
@@ -292,6 +363,68 @@ class _Registry:
                     "later fetch verifies against it", what, target, self.path)
 
 
+    def _edit_listing(self, entry: RemoteFile, edit: Any) -> bool:
+        """Apply ``edit(listing_dict) -> changed`` to the entry's item; write it back if so."""
+        raw = json.loads(self.path.read_text())
+        changed = False
+        for item in raw.get(entry.group, []):
+            if item.get("path") == entry.path and isinstance(item.get("listing"), dict):
+                changed = bool(edit(item["listing"])) or changed
+        if changed:
+            write_text(self.path, json.dumps(raw, indent=1) + "\n")
+        return changed
+
+    def record_listing(self, entry: RemoteFile, commit: str | None,
+                       files: Sequence[ListedFile]) -> None:
+        """A resolved listing: its commit and file list (only where none is recorded yet)."""
+
+        def edit(lst: dict[str, Any]) -> bool:
+            changed = False
+            if commit is not None and not lst.get("commit"):
+                lst["commit"], changed = commit, True
+            if files and not lst.get("files"):
+                lst["files"], changed = [dataclasses.asdict(f) for f in files], True
+            return changed
+
+        if self._edit_listing(entry, edit):
+            what = (f"{len(files)} files" if files else "") + (
+                f"{' at ' if files else ''}commit {commit}" if commit else "")
+            self.learned.append(f"{entry.source}: {what}")
+            log.warning("recorded %s of %s in %s: commit this file so every later fetch "
+                        "verifies against it", what, entry.source, self.path)
+
+    def record_listed(self, entry: RemoteFile, listed: ListedFile, sha256: str) -> None:
+        """Trust on first use for a listed file the Hub gave no LFS oid for."""
+
+        def edit(lst: dict[str, Any]) -> bool:
+            for f in lst.get("files") or []:
+                if f.get("path") == listed.path and f.get("sha256") is None:
+                    f["sha256"] = sha256
+                    return True
+            return False
+
+        if self._edit_listing(entry, edit):
+            self.learned.append(f"{entry.source} :: {listed.file}: sha256 {sha256}")
+            log.warning("recorded sha256 %s for %s in %s (trust on first use)", sha256,
+                        listed.file, self.path)
+
+
+@dataclass
+class _ListedRegistry(_Registry):
+    """What :func:`_place` records for one listed file goes into its listing entry."""
+
+    entry: RemoteFile | None = None
+    listed: ListedFile | None = None
+
+    def record(self, entry: RemoteFile, sha256: str | None = None, commit: str | None = None,
+               member: Member | None = None) -> None:
+        assert self.entry is not None and self.listed is not None
+        if sha256 is not None:
+            self.record_listed(self.entry, self.listed, sha256)
+        if commit is not None:
+            self.record_listing(self.entry, commit, ())
+
+
 def record_hash(entry: RemoteFile, sha256: str, registry_path: str | Path | None = None) -> None:
     """Trust on first use: write the hash of a first download into the registry file."""
     path = Path(registry_path) if registry_path is not None else default_registry_path()
@@ -416,7 +549,11 @@ def fetch_file(
 ) -> Path:
     """Place ``entry`` under ``data_root`` verified; returns its path. Skips a verified copy."""
     registry = _Registry(Path(registry_path) if registry_path else default_registry_path())
-    return _place(entry, Path(data_root), resolve_mirrors(mirror_root), registry, retries, {})
+    mirrors = resolve_mirrors(mirror_root)
+    if entry.listing is not None:
+        _fetch_listing(entry, Path(data_root), mirrors, registry, retries, {})
+        return Path(data_root) / entry.path
+    return _place(entry, Path(data_root), mirrors, registry, retries, {})
 
 
 def _safe_member_name(archive: Path, member: tarfile.TarInfo) -> None:
@@ -618,6 +755,14 @@ def _locally_available(entry: RemoteFile, data_root: Path, mirrors: Sequence[Pat
     """Whether the entry can be placed without the network (on disk, a twin, or a mirror)."""
     if entry.members and all(_member_ok(data_root, m) for m in entry.members):
         return True
+    if entry.listing is not None:
+        lst = entry.listing
+        if not lst.files:
+            urls = [lst.api_url(), lst.api_url(pinned=False)]
+            return any(mirror_path(u, r).is_file() for u in urls for r in mirrors)
+        return all((data_root / f.path).is_file() or any(
+            mirror_path(u, r).is_file() for u in _candidates(_listed_entry(entry, f))
+            for r in mirrors) for f in lst.files)
     if (data_root / entry.path).is_file() or entry.source in placed:
         return True
     return any(mirror_path(u, r).is_file() for u in _candidates(entry) for r in mirrors)
@@ -625,6 +770,8 @@ def _locally_available(entry: RemoteFile, data_root: Path, mirrors: Sequence[Pat
 
 def _fetch_entry(entry: RemoteFile, data_root: Path, mirrors: Sequence[Path],
                  registry: _Registry, retries: int, placed: dict[str, Path]) -> list[Path]:
+    if entry.listing is not None:
+        return _fetch_listing(entry, data_root, mirrors, registry, retries, placed)
     if entry.members:
         todo = {m.member for m in entry.members if not _member_ok(data_root, m)}
         if todo:
@@ -645,3 +792,152 @@ def _fetch_entry(entry: RemoteFile, data_root: Path, mirrors: Sequence[Path],
             safe_extract(path, target)
         path = target
     return [path]
+
+
+# --------------------------------------------------------------------------- directory listings
+def listed_step(name: str) -> int:
+    """The step in a listed file's name: the integer after the last ``=`` of its stem."""
+    stem = PurePosixPath(name).stem
+    tail = stem.rpartition("=")[2] if "=" in stem else ""
+    if not tail.isdigit():
+        raise InputError(name, "expected a file name ending in '=<step>' (e.g. "
+                         "'epoch=0-step=1000.ckpt') for the listing's {step}")
+    return int(tail)
+
+
+def _listed_entry(entry: RemoteFile, listed: ListedFile) -> RemoteFile:
+    """One listed file as a Hugging Face file entry (pinned to the listing's commit)."""
+    lst = entry.listing
+    assert lst is not None
+    return RemoteFile(entry.group, listed.path, sha256=listed.sha256, size=listed.size,
+                      hf=HubFile(lst.repo, listed.file, lst.revision, lst.commit),
+                      note=entry.note)
+
+
+def _read_mirror_json(urls: Sequence[str], mirrors: Sequence[Path]) -> tuple[Any, str] | None:
+    for url in urls:
+        for root in mirrors:
+            local = mirror_path(url, root)
+            if local.is_file():
+                try:
+                    return json.loads(local.read_text()), str(local)
+                except (OSError, ValueError) as exc:
+                    raise InputError(local, f"not a readable Hub API answer ({exc})") from None
+    return None
+
+
+def _get_json_pages(url: str, retries: int, timeout: float = 30.0) -> list[Any]:
+    """GET a Hub API list, following ``Link: <...>; rel="next"`` pages, with retries."""
+    import requests
+
+    items: list[Any] = []
+    next_url: str | None = url
+    while next_url:
+        last: Exception | None = None
+        for attempt in range(retries + 1):
+            try:
+                response = requests.get(next_url, timeout=timeout)
+                response.raise_for_status()
+                page = response.json()
+                break
+            except (requests.exceptions.RequestException, ValueError) as exc:
+                last = exc
+                if attempt < retries:
+                    time.sleep(min(2.0**attempt, 10.0))
+        else:
+            assert last is not None
+            raise _no_network(next_url, last)
+        if not isinstance(page, list):
+            raise InputError(next_url, f"expected a JSON list of files, got {type(page).__name__}")
+        items += page
+        next_url = response.links.get("next", {}).get("url")
+    return items
+
+
+def _lfs_sha256(item: dict[str, Any]) -> str | None:
+    lfs = item.get("lfs")
+    oid = str(lfs.get("oid") or lfs.get("sha256") or "") if isinstance(lfs, dict) else ""
+    oid = oid.removeprefix("sha256:").lower()
+    return oid if re.fullmatch(r"[0-9a-f]{64}", oid) else None
+
+
+def _listed_files(entry: RemoteFile, data: Any, origin: str) -> tuple[ListedFile, ...]:
+    """The files of a Hub tree answer that the listing keeps, named and checked."""
+    lst = entry.listing
+    assert lst is not None
+    if not isinstance(data, list):
+        raise InputError(origin, "expected the Hub's JSON list of the folder's entries")
+    out: list[ListedFile] = []
+    for item in data:
+        if not isinstance(item, dict) or item.get("type") != "file":
+            continue
+        repo_path = str(item.get("path", ""))
+        name = PurePosixPath(repo_path).name
+        if not fnmatch.fnmatchcase(name, lst.pattern):
+            continue
+        step = listed_step(name) if "{step" in lst.rename else None
+        pure = PurePosixPath(name)
+        rel = lst.rename.format(step=step, name=name, stem=pure.stem, suffix=pure.suffix)
+        dest = PurePosixPath(entry.path.rstrip("/")) / rel
+        if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+            raise InputError(origin, f"refusing the destination {rel!r} of {repo_path!r}")
+        size = item.get("size")
+        out.append(ListedFile(file=repo_path, path=str(dest), step=step,
+                              size=int(size) if isinstance(size, int) else None,
+                              sha256=_lfs_sha256(item)))
+    what = f"files matching {lst.pattern!r} in {lst.repo}/{lst.folder}"
+    if lst.expected_count is not None and len(out) != lst.expected_count:
+        raise InputError(origin, f"expected {lst.expected_count} {what}, the listing has "
+                         f"{len(out)}: refusing it")
+    if not out:
+        raise InputError(origin, f"no {what}")
+    dests = [f.path for f in out]
+    dup = sorted({d for d in dests if dests.count(d) > 1})
+    if dup:
+        raise InputError(origin, f"two listed files would both land at {dup[0]}")
+    return tuple(sorted(out, key=lambda f: (f.step if f.step is not None else -1, f.file)))
+
+
+def _resolve_listing(entry: RemoteFile, mirrors: Sequence[Path], registry: _Registry,
+                     retries: int) -> HubListing:
+    """Commit and file list of a listing not resolved yet (mirror first), recorded."""
+    lst = entry.listing
+    assert lst is not None
+    commit = lst.commit
+    if commit is None:
+        found = _read_mirror_json([lst.revision_url()], mirrors)
+        if found is not None:
+            sha = str(found[0].get("sha", "")) if isinstance(found[0], dict) else ""
+            if not _COMMIT_RE.match(sha):
+                raise InputError(found[1], f"expected a 40-hex commit, got {sha!r}")
+            commit = sha
+    pinned = dataclasses.replace(lst, commit=commit)
+    urls = [pinned.api_url()] if commit else []
+    found = _read_mirror_json(urls + [lst.api_url(pinned=False)], mirrors)
+    if found is None:
+        if commit is None:
+            commit = resolve_hub_commit(HubFile(lst.repo, "", lst.revision))
+            pinned = dataclasses.replace(lst, commit=commit)
+        url = pinned.api_url(hf_endpoint())
+        found = (_get_json_pages(url, retries), url)
+    elif commit is None:
+        log.warning("%s: the mirror holds the listing of %s but not the commit it points at; "
+                    "the files are fetched at the branch", entry.source, lst.revision)
+    files = _listed_files(entry, found[0], found[1])
+    registry.record_listing(entry, commit, files)
+    return dataclasses.replace(lst, commit=commit, files=files)
+
+
+def _fetch_listing(entry: RemoteFile, data_root: Path, mirrors: Sequence[Path],
+                   registry: _Registry, retries: int, placed: dict[str, Path]) -> list[Path]:
+    """Every file of a directory listing placed and verified (the listing resolved first)."""
+    lst = entry.listing
+    assert lst is not None
+    if not lst.files:
+        lst = _resolve_listing(entry, mirrors, registry, retries)
+        entry = dataclasses.replace(entry, listing=lst)
+    out = []
+    for listed in lst.files:
+        sub = _ListedRegistry(registry.path, registry.learned, entry=entry, listed=listed)
+        out.append(_place(_listed_entry(entry, listed), data_root, mirrors, sub, retries, placed))
+    return out

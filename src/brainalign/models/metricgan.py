@@ -19,7 +19,7 @@ Sources of the facts
 - Checkpoint: HF ``speechbrain/metricgan-plus-voicebank`` at main, ``enhance_model.ckpt`` (flat
   state dict: ``blstm.rnn.*``, ``linear1.*``, ``linear2.*``, ``Learnable_sigmoid.slope``) and
   ``hyperparams.yaml`` (HyperPyYAML, read as data only with
-  :func:`brainalign.models.sepformer.read_hyperparams`).
+  :func:`brainalign.models.hyperparams.read_hyperparams`).
 - Taps: gretatuckute/speechbrain_activation_extraction @f211be9 ``run_models.py`` l.240-264,
   ``extractor_utils.detach_activations_metricGAN`` (paper-models.md section 3.15): the LSTM
   hook gets ``(packed output, (h_n, c_n))``; ``c_n[:2]`` flattened -> ``--l1--cell``,
@@ -110,7 +110,7 @@ def n_frames(samples: int, hop: int = 256) -> int:
 
 
 def _window_name(value: Any, where: str) -> str:
-    from brainalign.models.sepformer import HNode
+    from brainalign.models.hyperparams import HNode
 
     if isinstance(value, HNode) and value.kind == "name" and not value.args:
         return value.target
@@ -121,7 +121,7 @@ def _window_name(value: Any, where: str) -> str:
 
 def config_from_hyperparams(hp: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The flat config (``CONFIG`` keys) of a MetricGAN+ ``hyperparams.yaml`` (data only)."""
-    from brainalign.models.sepformer import HNode, new_args, resolve
+    from brainalign.models.hyperparams import HNode, new_args, resolve
 
     for key in ("compute_stft", "spectral_magnitude"):
         if key not in hp:
@@ -329,7 +329,7 @@ def build(spec: ModelSpec, ctx: BuildContext) -> Runner:
     """Read hyperparams.yaml (data only), check it, build on meta, adopt the checkpoint."""
     import torch
 
-    from brainalign.models.sepformer import read_hyperparams
+    from brainalign.models.hyperparams import read_hyperparams
     from brainalign.models.weights import check_config, load_strict, safe_load, weight_file
 
     options = _options(spec, ctx)
@@ -349,6 +349,7 @@ SPECS = [
         name="braindnn_metricgan", label="MetricGAN", family="Others", training="supervised",
         sample_rate=SAMPLE_RATE, layers=LAYERS, paper_keys=PAPER_KEYS,
         build="brainalign.models.metricgan:build", fetched=True, config=CONFIG,
+        frontend="brainalign.models.hyperparams",
         min_samples=1, options=dict(OPTIONS),
         description=f"MetricGAN+ speech enhancement, VoiceBank (HF {HF_REPO}); LSTM final "
                     "cell states, linear1 post-LeakyReLU, linear2 pre-sigmoid (time means)",

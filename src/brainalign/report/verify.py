@@ -91,6 +91,8 @@ def kind_of(file: str, key: str) -> str:
         return "alignment"
     if top == "downstream":
         return "overall" if file == "downstream/overall.json" else "downstream"
+    if top == "pretraining.json":
+        return "alignment"
     if top == "correlations.json":
         return "correlation" if key.startswith(("table1", "fig3", "fig6")) else "count"
     if top == "report.json":
