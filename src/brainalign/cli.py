@@ -162,7 +162,7 @@ def fetch(
         raise InputError("--model", "only applies to the weights group (add --group weights)")
     placed = do_fetch(groups, data.root, mirror, models=models_)
     log.info("fetched %d inputs (%s) into %s", len(placed), ", ".join(groups), data.root)
-    if data.fmri == "simulated" and "github" in groups:  # the simulation reads the components
+    if _layout(p).needs_simulation and "github" in groups:  # the simulation reads the components
         _simulate(p)
     if track:
         _dvc_track(Path(data.root))
@@ -214,27 +214,25 @@ def simulate(params: ParamsOpt = Path("params.yaml")) -> None:
 def check(params: ParamsOpt = Path("params.yaml")) -> None:
     """Load and validate every configured input; print a one-line summary of each."""
     from brainalign.data.components import load_components
-    from brainalign.data.fmri import load_voxel_dataset
     from brainalign.data.folds import load_folds
-    from brainalign.data.stimuli import load_stimuli
 
     p = _params(params)
     layout = _layout(p)
     _check_params(p)
     _check_models(p, layout.root)
     _check_checksums(p, layout.root)
-    stim = load_stimuli(layout.wav_dir, layout.labels_csv, sample_rate=None, source_rate=None)
-    typer.echo(f"stimuli: {len(stim)} sounds at {stim.sample_rate} Hz in {layout.wav_dir}, "
-               "canonical order")
+    stim = layout.stimulus_set()
+    order = "canonical order" if layout.canonical_stimuli else "the dataset's own order"
+    typer.echo(f"stimuli: {len(stim)} sounds at {stim.sample_rate} Hz in {stim.source}, {order}")
     folds = load_folds(layout.folds)
     typer.echo(
         f"folds: {len(folds)} sounds, counts {list(map(int, __import__('numpy').bincount(folds)))}"
     )
     comp = load_components(layout.components)
     typer.echo(f"components: R {comp.responses.shape}, W {comp.weights.shape}")
-    for name in ("NH2015", "B2021"):
-        ds = load_voxel_dataset(layout.neural(name), name)
-        tag = "SIMULATED" if ds.simulated else "lab release"
+    for name, ds in layout.voxel_datasets().items():
+        tag = "SIMULATED" if ds.simulated else ("lab release" if ds.format == "lab" else "")
+        tag = ", ".join(t for t in (tag, "NIfTI" if ds.format == "nifti" else "") if t)
         typer.echo(
             f"{name}: {ds.n_voxels} voxels, {len(ds.subjects)} subjects, "
             f"{int((~ds.complete_voxels()).sum())} with NaN ({tag})"
@@ -321,8 +319,16 @@ def _check_models(p: dict, root: Path) -> None:
         typer.echo(f"model {name}: {state}")
 
 
+def _model_key(name: str) -> str:
+    """A model's params.yaml key: ``hear:<module>`` is spelled ``hear-<module>`` there."""
+    from brainalign.models.hear import model_key
+
+    return model_key(name)
+
+
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Model name (see `brainalign models`).")
+    str, typer.Option("--model", "-m", help="Model name (see `brainalign models`).",
+                      callback=_model_key)
 ]
 BUILD = Path("build")
 
@@ -369,11 +375,9 @@ def _write_metrics(kind: str, name: str, metrics: dict) -> Path:
 
 
 def _datasets(params: dict) -> dict:
-    """NH2015 and B2021 of the configured source, loaded and validated."""
-    from brainalign.data.fmri import load_voxel_dataset
-
-    layout = _layout(params)
-    return {name: load_voxel_dataset(layout.neural(name), name) for name in ("NH2015", "B2021")}
+    """The voxel datasets of the configured source (NH2015 and B2021 of the lab-release format,
+    or those of the NIfTI description), loaded and validated."""
+    return _layout(params).voxel_datasets()
 
 
 @app.command()
@@ -408,6 +412,7 @@ def add_model(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Add models to params.yaml `models` with their own DVC dependencies (then `dvc repro`)."""
+    from brainalign.models.hear import model_key
     from brainalign.models.registry import get_spec, stage_dependencies
     from brainalign.params import edit_params
 
@@ -415,9 +420,10 @@ def add_model(
     root = str(_layout(p).root)
     for model in name:
         get_spec(model, where=model)
+    keys = [model_key(m) for m in name]  # hear:<module> -> hear-<module> (file-name safe)
 
     def add(doc) -> None:
-        for model in name:
+        for model in keys:
             if model in doc["models"]:
                 log.info("%s is already in params.yaml", model)
                 continue
@@ -437,7 +443,7 @@ def extract(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     layout = _layout(p)
     info = run_extract(
         model, layout.wav_dir, layout.labels_csv, _activations(model), _extract_section(p),
-        data_root=layout.root,
+        data_root=layout.root, stimuli=layout.stimulus_set(),
     )
     # Timings are logged, not recorded as metrics: two runs must give identical metrics.
     _write_metrics(
@@ -514,12 +520,15 @@ def regress(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     p = _params(params)
     _require_run_model(p, model)
     layout = _layout(p)
-    folds = load_folds(layout.folds)
-    targets = {**_datasets(p), "NH2015comp": load_components(layout.components)}
+    datasets = _datasets(p)
+    targets: dict = dict(datasets)
+    if layout.canonical_stimuli:  # the components are responses to the canonical 165 sounds
+        targets["NH2015comp"] = load_components(layout.components)
     out = BUILD / "regression" / model
-    summary: dict = {"model": model, "simulated_voxels": layout.fmri == "simulated"}
+    summary: dict = {"model": model, "simulated_voxels": layout.simulated}
     for name, target in targets.items():
         log.info("regression: %s on %s", model, name)
+        folds = layout.folds_of(target) if name in datasets else load_folds(layout.folds)
         summary[name] = run_regression(
             _activations(model), target, folds, p.get("regression"), out / name
         )
@@ -530,9 +539,9 @@ def _headline_regression(summary: dict) -> dict:
     keep = {"model", "simulated_voxels"}
     out = {k: summary[k] for k in keep}
     for name in ("NH2015", "B2021"):
-        m = summary[name]
+        m = summary.get(name, {})
         out[name] = {k: m[k] for k in ("mean_r2", "sem_r2", "n_subjects") if k in m}
-    comp = summary["NH2015comp"]
+    comp = summary.get("NH2015comp", {})
     out["NH2015comp"] = comp.get("r2", comp)
     return out
 
@@ -541,17 +550,16 @@ def _headline_regression(summary: dict) -> dict:
 def rsa(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     """Layer-wise (max over layers) and cross-validated RSA of one model on NH2015 and B2021."""
     from brainalign.alignment.stages import run_rsa
-    from brainalign.data.folds import load_folds
 
     p = _params(params)
     _require_run_model(p, model)
     layout = _layout(p)
-    folds = load_folds(layout.folds)
-    summary: dict = {"model": model, "simulated_voxels": layout.fmri == "simulated"}
+    summary: dict = {"model": model, "simulated_voxels": layout.simulated}
     for name, ds in _datasets(p).items():
         log.info("RSA: %s on %s", model, name)
         summary[name] = run_rsa(
-            _activations(model), ds, folds, p.get("rsa"), BUILD / "rsa" / model / name
+            _activations(model), ds, layout.folds_of(ds), p.get("rsa"),
+            BUILD / "rsa" / model / name
         )
     _write_metrics("rsa", model, summary)
 
@@ -562,7 +570,7 @@ def topline(params: ParamsOpt = Path("params.yaml")) -> None:
     from brainalign.alignment.stages import run_topline
 
     p = _params(params)
-    summary: dict = {"simulated_voxels": _layout(p).fmri == "simulated"}
+    summary: dict = {"simulated_voxels": _layout(p).simulated}
     for name, ds in _datasets(p).items():
         summary[name] = run_topline(ds, p.get("rsa"), BUILD / "topline" / name)
     _write_metrics("topline", "topline", summary)
@@ -600,7 +608,7 @@ def downstream(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None
                                     data_root=_layout(p).root)
     out = BUILD / "downstream" / model
     cache = out / "embeddings"
-    if NAT165 in cfg.tasks and _activations(model).is_file():
+    if NAT165 in cfg.tasks and _activations(model).is_file() and layout.canonical_stimuli:
         acts = load_activations(_activations(model))
         task = load_task(layout.tasks / NAT165, cfg.unseen_labels)
         seed_cache_from_activations(task, acts.layers, acts.stimuli, model, rate, cache)
@@ -859,7 +867,8 @@ def paper(params: ParamsOpt = Path("params.yaml")) -> None:
 
 @app.command()
 def profile(
-    name: Annotated[str, typer.Argument(help="paper (the only profile besides the default)")],
+    name: Annotated[str, typer.Argument(help="paper, or a configuration file of overrides "
+                                        "(e.g. configs/nifti-demo.yaml)")],
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Rewrite params.yaml for a named configuration (`git checkout params.yaml`: the demo)."""
@@ -869,10 +878,17 @@ def profile(
 
     from brainalign.models.registry import model_names
 
-    source = resources.files("brainalign.profiles").joinpath(f"{name}.yaml")
-    if not source.is_file():
-        raise InputError("profile", f"unknown profile {name!r}; expected 'paper'")
-    overrides = yaml.safe_load(source.read_text())
+    if name.endswith((".yaml", ".yml")):  # a configuration file, e.g. configs/nifti-demo.yaml
+        from brainalign.readers import read_yaml_mapping
+
+        overrides = read_yaml_mapping(name, "configuration file not found",
+                                      "expected a mapping of params.yaml sections to override")
+    else:
+        source = resources.files("brainalign.profiles").joinpath(f"{name}.yaml")
+        if not source.is_file():
+            raise InputError("profile", f"unknown profile {name!r}; expected 'paper' or a "
+                             ".yaml configuration file")
+        overrides = yaml.safe_load(source.read_text())
     p = _params(params)
     missing = [m for m in overrides.get("models", []) if m not in model_names()]
     if missing:
@@ -899,6 +915,7 @@ def profile(
     log.info("params.yaml now holds the %s configuration", name)
 
 
+app.add_typer(__import__("brainalign.report.brainmaps", fromlist=["cli"]).cli)  # brainmaps*
 app.add_typer(__import__("brainalign.pretraining.cli", fromlist=["app"]).app, name="pretraining")
 
 

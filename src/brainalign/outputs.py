@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from brainalign.errors import InputError
 
 _PER_MODEL = {"activations": "extract", "regression": "regress", "rsa": "rsa",
-              "downstream": "downstream"}
+              "downstream": "downstream", "brainmaps": "brainmaps"}
 _METRICS_PER_MODEL = {"extract": "extract", "regression": "regress", "rsa": "rsa",
                       "downstream": "downstream"}
 _SINGLE = {"topline": "topline", "tasks": "build-tasks", "overall": "overall",
@@ -44,6 +44,10 @@ def stage_of(path: str | Path) -> str | None:
     if folder == "pretraining":
         return "pretrain-mini" if rest[1] == "miniature" else "dynamics"
     if folder == "report":
+        if len(rest) == 3 and rest[1] == "brainmaps":
+            return f"brainmaps@{name.stem}"
+        if name.name == "brainmaps.tex":
+            return "brainmaps-report"
         if name.name in _REPORT:
             return _REPORT[name.name]
         if name.name.startswith("fig5"):

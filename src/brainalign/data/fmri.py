@@ -1,17 +1,20 @@
-"""fMRI voxel datasets (NH2015, B2021) in the lab-release format, as validated typed objects.
+"""fMRI voxel datasets as validated typed objects: the lab-release format, or NIfTI images.
 
 Lab-release layout (data-formats.md), per dataset folder ``neural/<NAME>/``:
 ``voxel_features_array.npy`` (sounds x voxels x 3 reps, NaN for missing reps),
 ``voxel_features_meta.npy`` (per-voxel records), ``df_roi_meta.pkl`` (per used voxel: subject,
-ROI label), ``neural_stim_meta.npy`` (NH2015: the canonical stimulus order) or
-``stim_info_v4.mat`` (B2021).
+ROI label, surface coordinates), ``neural_stim_meta.npy`` (NH2015: the canonical stimulus order)
+or ``stim_info_v4.mat`` (B2021). NIfTI datasets (:mod:`brainalign.data.nifti`) load into the same
+:class:`VoxelDataset`, with their own stimuli, folds and the subjects' brain masks.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +31,15 @@ PROVENANCE_FILE = "PROVENANCE.json"
 
 @dataclass(frozen=True)
 class VoxelDataset:
-    """Voxel responses to the 165 sounds in canonical order.
+    """Voxel responses to a stimulus set (the canonical 165 sounds, or a NIfTI dataset's own).
 
-    ``responses`` is (165, n_voxels, 3) float64 with NaN for missing repetitions; ``subject``
-    (n_voxels,) int; ``roi`` (n_voxels,) str with '' for voxels outside the four ROIs.
+    ``responses`` is (n_sounds, n_voxels, n_reps) float64 with NaN for missing repetitions, rows
+    in the order of ``stimuli``; ``subject`` (n_voxels,) int; ``roi`` (n_voxels,) str with ''
+    for voxels outside the four ROIs. Optional: ``coords`` (n_voxels, k) voxel coordinates named
+    by ``coord_names`` (world mm x, y, z for NIfTI; the release's surface x_ras, y_ras), ``hemi``
+    (n_voxels,) str; ``masks`` {subject: brain-mask image} of a NIfTI dataset (voxel order = the
+    mask's C order, as nilearn's maskers); ``folds`` the dataset's own fold id per sound (None:
+    the authors' fold file of the 165 sounds); ``categories`` per sound.
     """
 
     name: str
@@ -41,6 +49,13 @@ class VoxelDataset:
     stimuli: tuple[str, ...]
     simulated: bool
     source: str
+    coords: np.ndarray | None = field(default=None, repr=False)
+    coord_names: tuple[str, ...] = ()
+    hemi: np.ndarray | None = field(default=None, repr=False)
+    masks: Mapping[int, Any] | None = field(default=None, repr=False)
+    folds: np.ndarray | None = field(default=None, repr=False)
+    categories: tuple[str, ...] = ()
+    format: str = "lab"
 
     @property
     def n_voxels(self) -> int:
@@ -52,7 +67,7 @@ class VoxelDataset:
         return np.unique(self.subject)
 
     def target(self) -> np.ndarray:
-        """Regression/RSA target: mean over repetitions, (165, n_voxels); NaN where any rep is."""
+        """Regression/RSA target: mean over repetitions (sounds x voxels), NaN where a rep is."""
         return self.responses.mean(axis=2)
 
     def complete_voxels(self) -> np.ndarray:
@@ -175,6 +190,11 @@ def load_voxel_dataset(folder: str | Path, name: str) -> VoxelDataset:
         )
     provenance = folder / PROVENANCE_FILE
     simulated = provenance.is_file() and json.loads(provenance.read_text()).get("simulated", False)
+    coords, coord_names = None, ()
+    if {"x_ras", "y_ras"} <= set(roi_df.columns):
+        coords = roi_df[["x_ras", "y_ras"]].to_numpy(dtype=np.float64)
+        coord_names = ("x_ras", "y_ras")
+    hemi = roi_df["hemi"].astype(str).to_numpy(dtype=object) if "hemi" in roi_df.columns else None
     return VoxelDataset(
         name=name,
         responses=responses,
@@ -183,4 +203,7 @@ def load_voxel_dataset(folder: str | Path, name: str) -> VoxelDataset:
         stimuli=canonical_names(),
         simulated=bool(simulated),
         source=str(folder),
+        coords=coords,
+        coord_names=coord_names,
+        hemi=hemi,
     )

@@ -30,6 +30,12 @@ R, 165 x 6, and voxel weights W, 6 x 11,065):
 - B2021's 27 extra sounds (192 in all) are random mixtures of the music and song rows of R.
 - Values are rounded to 1e-6 so the files are byte-identical on any CPU; a PROVENANCE.json next
   to each dataset marks it simulated (the loader reads it; every derived output carries it).
+- The same values are also written as a NIfTI dataset (``nifti/``, :func:`write_nifti_release`):
+  per subject a small grid in a common 3-mm space with a brain mask and one 4-D float64 image
+  per repetition (volume i = sound i, the canonical order), and per dataset an atlas of the four
+  ROIs on a finer 1.5-mm grid, described by ``nifti/dataset.yaml`` (``data.fmri:
+  simulated/nifti``). Each voxel sits in its ROI's band of the anterior-posterior axis, placed so
+  that the mask's C order is the release's voxel order: both formats load to the same arrays.
 """
 
 from __future__ import annotations
@@ -40,9 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from brainalign.atomic import atomic_path, write_bytes, write_json
+from brainalign.atomic import atomic_path, write_bytes, write_json, write_text
 from brainalign.data.components import COMPONENT_NAMES, Components
-from brainalign.data.fmri import N_REPS, PROVENANCE_FILE
+from brainalign.data.fmri import N_REPS, PROVENANCE_FILE, ROI_LABELS, load_voxel_dataset
+from brainalign.data.nifti import nifti_gz_bytes
 from brainalign.data.stimuli import N_SOUNDS
 from brainalign.errors import InputError
 
@@ -376,6 +383,120 @@ def simulate_release(
         }
         write_json(folder / PROVENANCE_FILE, provenance)
         summary[name] = info
+    summary["nifti"] = write_nifti_release(out_root / "neural", out_root / NIFTI_FOLDER,
+                                           components_sha256)
+    return summary
+
+
+# ------------------------------------------------------------------ the NIfTI version
+
+NIFTI_FOLDER = "nifti"
+VOXEL_MM = 3.0
+ORIGIN_MM = (-66.0, -42.0, 0.0)
+"""World position (x, y, z mm) of voxel (0, 0, 0): a patch of the left superior temporal plane."""
+BANDS = ("", *ROI_LABELS)
+"""Bands along the anterior-posterior (k) axis: no ROI, then the four ROIs; atlas value = index."""
+BAND_VOXELS = 2
+ROW_VOXELS = 8
+"""Grid size along the j (inferior-superior) axis; the i (left-right) size follows the voxels."""
+
+
+def _grid_positions(rois: np.ndarray) -> np.ndarray:
+    """(row, k) of each voxel, in order, with k in the voxel's ROI band and (row, k) increasing.
+
+    Row r is grid line (i, j) = divmod(r, ROW_VOXELS), so the flat C index r * n_k + k grows
+    with the voxel index: the mask's C order (nilearn's voxel order) is the given order.
+    """
+    out = np.empty((len(rois), 2), dtype=np.int64)
+    row, pos = 0, -1
+    for v, roi in enumerate(rois):
+        lo = BANDS.index(roi) * BAND_VOXELS
+        k = max(lo, pos + 1)
+        if k >= lo + BAND_VOXELS:
+            row, k = row + 1, lo
+        out[v] = row, k
+        pos = k
+    return out
+
+
+def _voxel_affine() -> np.ndarray:
+    """i -> x (left-right), j -> z (inferior-superior), k -> y (posterior-anterior), 3 mm."""
+    x0, y0, z0 = ORIGIN_MM
+    return np.array([[VOXEL_MM, 0, 0, x0], [0, 0, VOXEL_MM, y0], [0, VOXEL_MM, 0, z0],
+                     [0, 0, 0, 1]], dtype=np.float64)
+
+
+def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
+    """A .nii.gz of ``data`` (its dtype kept: float64 values are exact), gzip without a date."""
+    import nibabel as nib
+
+    return nifti_gz_bytes(nib.Nifti1Image(data, affine))
+
+
+def _atlas_image(n_i: int) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's ROI atlas on a 1.5-mm RAS grid covering every subject's grid."""
+    n_k = len(BANDS) * BAND_VOXELS
+    shape = (2 * n_i, 2 * n_k, 2 * ROW_VOXELS)  # x, y, z at half the voxel size
+    y_band = (np.arange(shape[1]) // 2) // BAND_VOXELS
+    atlas = np.broadcast_to(y_band[None, :, None], shape).astype(np.int16)
+    affine = np.diag([VOXEL_MM / 2] * 3 + [1.0])
+    affine[:3, 3] = ORIGIN_MM
+    return atlas, affine
+
+
+def write_nifti_release(neural_root: Path, out_dir: Path, components_sha256: str) -> dict:
+    """Write the lab-format NH2015 and B2021 of ``neural_root`` as a NIfTI dataset (same values).
+
+    Returns a summary; the description is ``out_dir/dataset.yaml``.
+    """
+    import yaml
+
+    affine = _voxel_affine()
+    n_k = len(BANDS) * BAND_VOXELS
+    description: dict = {"simulated": True, "datasets": {}}
+    summary: dict = {}
+    for name in ("NH2015", "B2021"):
+        ds = load_voxel_dataset(neural_root / name, name)
+        places = {int(s): _grid_positions(ds.roi[ds.subject == s]) for s in ds.subjects}
+        n_i = max(-(-(int(p[:, 0].max()) + 1) // ROW_VOXELS) for p in places.values())
+        atlas, atlas_affine = _atlas_image(n_i)
+        write_bytes(out_dir / name / "atlas.nii.gz", _nifti_bytes(atlas, atlas_affine))
+        subjects: dict = {}
+        for s, pos in places.items():
+            cols = np.flatnonzero(ds.subject == s)
+            shape = (-(-(int(pos[:, 0].max()) + 1) // ROW_VOXELS), ROW_VOXELS, n_k)
+            i, j = np.divmod(pos[:, 0], ROW_VOXELS)
+            mask = np.zeros(shape, dtype=np.uint8)
+            mask[i, j, pos[:, 1]] = 1
+            folder = f"{name}/sub-{s:02d}"
+            write_bytes(out_dir / folder / "mask.nii.gz", _nifti_bytes(mask, affine))
+            reps = []
+            for r in range(ds.responses.shape[2]):
+                vol = np.zeros((*shape, ds.responses.shape[0]), dtype=np.float64)
+                vol[i, j, pos[:, 1], :] = ds.responses[:, cols, r].T
+                rel = f"{folder}/rep-{r + 1}.nii.gz"
+                write_bytes(out_dir / rel, _nifti_bytes(vol, affine))
+                reps.append(rel)
+            subjects[s] = {"mask": f"{folder}/mask.nii.gz", "repetitions": reps}
+        description["datasets"][name] = {
+            "atlas": {"image": f"{name}/atlas.nii.gz",
+                      "labels": {b: roi for b, roi in enumerate(BANDS) if roi}},
+            "subjects": subjects,
+        }
+        summary[name] = {"n_subjects": len(places), "n_voxels": ds.n_voxels,
+                         "grid": [n_i, ROW_VOXELS, n_k]}
+    header = ("# SIMULATED voxels (brainalign simulate): the values of ../neural/NH2015 and\n"
+              "# ../neural/B2021 as NIfTI images; select with params.yaml data.fmri: "
+              "simulated/nifti\n")
+    write_text(out_dir / "dataset.yaml",
+               header + yaml.safe_dump(description, sort_keys=False, default_flow_style=None))
+    write_json(out_dir / PROVENANCE_FILE, {
+        "simulated": True,
+        "generator": "brainalign simulate (brainalign.data.simulate.write_nifti_release)",
+        "method": "the simulated lab-format NH2015 and B2021 (first 165 sounds) as NIfTI images",
+        "components_sha256": components_sha256,
+        **summary,
+    })
     return summary
 
 

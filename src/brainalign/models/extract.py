@@ -36,6 +36,8 @@ from brainalign.params import section
 if TYPE_CHECKING:
     import torch
 
+    from brainalign.data.stimuli import StimulusSet
+
 log = logging.getLogger(__name__)
 
 DEMO_MODELS: tuple[str, ...] = (
@@ -257,19 +259,22 @@ def run_extract(
     out_path: str | Path,
     params: Mapping[str, Any] | None = None,
     data_root: str | Path = "data",
+    stimuli: StimulusSet | None = None,
 ) -> dict[str, Any]:
     """DVC stage ``extract@<model>``: the 165 sounds -> ``out_path`` (NPZ); returns a summary.
 
     ``params`` is the params.yaml ``extract`` section. The sounds are read in canonical order at
     their own rate and each is resampled, one at a time, straight to the model's rate with the
     configured resampler; the activation file records the files (name, sha256), their rate and
-    the resampler.
+    the resampler. ``stimuli``: an already loaded stimulus set in its order (a NIfTI dataset's
+    own sounds, :meth:`brainalign.data.layout.DataLayout.stimulus_set`) instead of the 165.
     """
     from brainalign.data.stimuli import load_stimuli
 
     config = parse_config(params)
     runner = build_runner(model_name, config, data_root=data_root)
-    stimuli = load_stimuli(wav_dir, labels_csv, sample_rate=None, source_rate=None)
+    if stimuli is None:
+        stimuli = load_stimuli(wav_dir, labels_csv, sample_rate=None, source_rate=None)
     t0 = time.perf_counter()
     acts = extract_activations(runner, stimuli.audio, stimuli.sample_rate, stimuli.names, config)
     seconds = time.perf_counter() - t0

@@ -30,6 +30,7 @@ __all__ = ["HEAR_PREFIX", "TRAINING_TYPES", "FAMILY_MODULES", "ModelSpec", "get_
            "model_names", "stage_dependencies", "family_of"]
 
 _HEAR_RESOLVER = f"{MODELS_PACKAGE}.hear:hear_spec"
+_HEAR_DEPENDENCIES = f"{MODELS_PACKAGE}.hear:stage_dependencies"
 
 FAMILY_MODULES: tuple[str, ...] = (
     "spectemp",
@@ -81,9 +82,9 @@ def model_names() -> list[str]:
 
 def get_spec(name: str, where: str = "model") -> ModelSpec:
     """The spec of ``name``; an unknown name raises InputError suggesting the closest ones."""
-    if name.startswith(HEAR_PREFIX):
+    if name.startswith((HEAR_PREFIX, "hear-")):  # hear:<module> or its params key hear-<module>
         module, _, func = _HEAR_RESOLVER.partition(":")
-        return getattr(importlib.import_module(module), func)(name[len(HEAR_PREFIX):], where)
+        return getattr(importlib.import_module(module), func)(name, where)
     registry = _registry()
     if name in registry:
         return registry[name]
@@ -110,6 +111,9 @@ def stage_dependencies(name: str, data_root: str = "data") -> dict[str, Any]:
     initialisation of an untrained model). Editing one family's module or one model's weights
     leaves every other model's stages up to date.
     """
+    if name.startswith((HEAR_PREFIX, "hear-")):  # the module's own file when in the workspace
+        module, _, func = _HEAR_DEPENDENCIES.partition(":")
+        return getattr(importlib.import_module(module), func)(name, data_root)
     spec = get_spec(name)
     code = module_file(spec.module)
     frontend = module_file(spec.frontend) if spec.frontend else code

@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Training = Literal["self-supervised", "supervised", "untrained"]
-TRAINING_TYPES: tuple[str, ...] = ("self-supervised", "supervised", "untrained")
+Training = Literal["self-supervised", "supervised", "untrained", "unknown"]
+TRAINING_TYPES: tuple[str, ...] = ("self-supervised", "supervised", "untrained", "unknown")
+"""``unknown``: a HEAR module that does not declare its TRAINING."""
 
 FAMILY_COLOURS: Mapping[str, str] = {
     "EnCodecMAE": "#4c4c9b",

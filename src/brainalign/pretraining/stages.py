@@ -73,7 +73,7 @@ def _context(run: Any, sounds: Any, layout: Any, extract_cfg: Any, rsa_config: A
                     "threads": extract_cfg.threads, "seed": extract_cfg.seed,
                     "device": device.type, "options": extract_cfg.model_options(spec.name)},
         "stimuli": dict(zip(sounds.names, sounds.sha256, strict=True)),
-        "fmri": {name: folder_digest(layout.neural(name)) for name in datasets},
+        "fmri": {name: folder_digest(layout.fmri_folder(name)) for name in datasets},
         "rsa": {"eps": rsa_config.eps, "nan_policy": rsa_config.nan_policy},
         "targets": list(targets), "code": code_digest(), "versions": versions(),
     }
@@ -85,7 +85,6 @@ def run_dynamics(params: Mapping[str, Any], build: str | Path = BUILD,
     import torch
 
     from brainalign.alignment.stages import parse_rsa_params
-    from brainalign.data.fmri import load_voxel_dataset
     from brainalign.data.stimuli import load_stimuli
     from brainalign.models.activations import save_activations
     from brainalign.models.encodecmae import PRETRAIN_MODEL
@@ -108,7 +107,7 @@ def run_dynamics(params: Mapping[str, Any], build: str | Path = BUILD,
     extract_cfg = parse_config({**dict(params.get("extract") or {}), "models": [PRETRAIN_MODEL]})
     run = discover(cfg.checkpoints, layout.root, registry)
     needed = [d for d in DATASETS if any(parse_target(t)[0] == d for t in cfg.targets)]
-    datasets = {name: load_voxel_dataset(layout.neural(name), name) for name in needed}
+    datasets = {name: layout.voxel_dataset(name) for name in needed}
     targets = make_targets(cfg.targets, datasets)
     simulated = any(ds.simulated for ds in datasets.values())
     sounds = load_stimuli(layout.wav_dir, layout.labels_csv, sample_rate=run.spec.sample_rate,

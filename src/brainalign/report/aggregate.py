@@ -55,14 +55,17 @@ def model_row(model: str, metrics_dir: Path) -> dict[str, Any]:
         "random_init": bool(spec.random_init),
         "simulated_voxels": bool(reg.get("simulated_voxels")),
     }
+    # A NIfTI description may define one of the two datasets, and own stimuli have no
+    # components: the missing measures are NaN.
     for ds, key in DATASETS.items():
-        row[f"reg_{key}"] = _num(reg[ds].get("mean_r2"))
-        row[f"reg_{key}_sem"] = _num(reg[ds].get("sem_r2"))
+        row[f"reg_{key}"] = _num(reg.get(ds, {}).get("mean_r2"))
+        row[f"reg_{key}_sem"] = _num(reg.get(ds, {}).get("sem_r2"))
     for comp in COMPONENT_NAMES:
-        row[f"comp_{comp}"] = _num(reg["NH2015comp"].get(comp))
+        row[f"comp_{comp}"] = _num(reg.get("NH2015comp", {}).get(comp))
     for ds, key in DATASETS.items():
-        rois = rsa[ds]["rois"]
-        lw, cv = rois["all"]["layerwise"], rois["all"]["cv"]
+        rois = rsa.get(ds, {}).get("rois", {})
+        lw = rois.get("all", {}).get("layerwise", {})
+        cv = rois.get("all", {}).get("cv", {})
         row[f"rsa_{key}"] = _num(lw.get("max_rho"))
         row[f"rsa_{key}_sd"] = _num(lw.get("sd"))
         row[f"rsa_{key}_layer"] = lw.get("best_layer")
@@ -98,7 +101,7 @@ def topline(metrics_dir: str | Path) -> dict[str, dict[str, float]]:
     data = _read(Path(metrics_dir) / "topline" / "topline.json")
     out = {}
     for ds, key in DATASETS.items():
-        allv = data[ds]["rois"]["all"]
+        allv = data.get(ds, {}).get("rois", {}).get("all", {})
         out[key] = {
             "mean": _num(allv.get("mean_rho")),
             "sem": _num(allv.get("sem_rho")),
