@@ -2,12 +2,14 @@
 # needs the NVIDIA container toolkit on the host; CUDA comes with the PyPI torch wheels).
 FROM python:3.11-slim-bookworm
 
-# System packages: libsndfile (soundfile), git (DVC, --version), make, TeX Live + latexmk (paper).
+# System packages: libsndfile (soundfile), git (DVC, --version), make, TeX Live + latexmk (paper),
+# SLURM + munge (the test suite starts a local single-node SLURM; `brainalign cluster local`).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates git make libsndfile1 \
       latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
       texlive-fonts-recommended lmodern \
+      slurmctld slurmd slurm-client munge \
  && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 1000 brainalign \

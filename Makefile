@@ -11,6 +11,8 @@ BRAINALIGN_MIRROR ?= $(if $(wildcard ../shared/mirror/SHA256SUMS),$(abspath ../s
 export BRAINALIGN_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
+# The cluster tests start a single-node SLURM on this machine (tests/cluster).
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
 	texlive-fonts-recommended lmodern
 
@@ -24,7 +26,7 @@ DOCKER_MIRROR = $(if $(BRAINALIGN_MIRROR),-v $(BRAINALIGN_MIRROR):/mirror:ro -e 
 # cache, build/ and dvc.lock land here, owned by you, and survive the container.
 DOCKER_WORKSPACE = --user $(shell id -u):$(shell id -g) -e HOME=/tmp -v $(CURDIR):$(WORKDIR)
 
-.PHONY: setup tex test lint demo verify repro fetch clean help docker-build docker-test docker-demo docker-verify docker-repro docker-shell
+.PHONY: setup tex slurm test lint demo verify repro cluster-repro fetch clean help docker-build docker-test docker-demo docker-verify docker-repro docker-shell
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,7 +47,14 @@ tex: ## Install TeX Live + latexmk from Debian (for the paper stage) unless late
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES); }
 
-test: setup tex ## Run the test suite
+slurm: ## Install SLURM + munge from Debian (the cluster tests start a local one) unless present
+	@{ test -x /usr/sbin/slurmctld && test -x /usr/sbin/slurmd && test -x /usr/sbin/munged && \
+	  command -v sbatch >/dev/null; } || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES); }
+
+test: setup tex slurm ## Run the test suite
 	$(BIN)/python -m pytest
 
 lint: setup ## ruff
@@ -56,6 +65,9 @@ fetch: setup ## Fetch the configured inputs into data/ (mirror first) and track 
 
 demo: fetch tex ## The embedded default, offline, CPU: dvc repro of params.yaml
 	$(BIN)/dvc repro
+
+cluster-repro: setup ## The stale stages as SLURM jobs, then dvc commit (README "Running on a cluster")
+	$(BIN)/brainalign cluster run
 
 verify: setup ## Compare this workspace's results with the committed ones and the published numbers
 	$(BIN)/brainalign verify

@@ -261,6 +261,9 @@ def _check_params(p: dict) -> None:
     from brainalign.pretraining.config import parse_params as parse_pretraining
 
     parse_pretraining(p.get("pretraining"))
+    from brainalign.cluster.config import parse_cluster
+
+    parse_cluster(p.get("cluster"))
     known = {"data", "simulate", "models", "extract", "regression", "rsa", "mini_tasks",
              "downstream", "verify", "pretraining", "cluster"}
     unknown = sorted(set(p) - known)
@@ -915,6 +918,7 @@ def profile(
     log.info("params.yaml now holds the %s configuration", name)
 
 
+app.add_typer(__import__("brainalign.cluster.cli", fromlist=["app"]).app, name="cluster")
 app.add_typer(__import__("brainalign.report.brainmaps", fromlist=["cli"]).cli)  # brainmaps*
 app.add_typer(__import__("brainalign.pretraining.cli", fromlist=["app"]).app, name="pretraining")
 
