@@ -592,6 +592,33 @@ def build_tasks(params: ParamsOpt = Path("params.yaml")) -> None:
     log.info("built mini tasks under %s: %s", layout.tasks, counts)
 
 
+def _model_digest(p: dict, model: str) -> str:
+    """sha256 over what fixes a model's embeddings: its DVC dependency files (code, front end,
+    weights), the shared extraction code and the extract settings."""
+    import hashlib
+    import json
+
+    from brainalign.models.weights import sha256_file
+
+    deps = dict(p["models"][model])
+    files = [Path(deps[k]) for k in ("code", "frontend")] + [
+        Path("src/brainalign/models") / f for f in ("base.py", "extract.py", "activations.py")
+    ] + [Path("src/brainalign/data/stimuli.py")]
+    weights = Path(deps["weights"])
+    if weights.is_dir():
+        files += sorted(f for f in weights.rglob("*") if f.is_file())
+    elif weights.is_file():
+        files.append(weights)
+    ext = dict(p.get("extract") or {})
+    settings = {k: ext.get(k) for k in ("device", "resampler", "batch_size", "seed", "threads")}
+    settings["options"] = (ext.get("options") or {}).get(model)
+    h = hashlib.sha256(json.dumps({"model": model, **settings}, sort_keys=True,
+                                  default=str).encode())
+    for f in files:
+        h.update(f"{f}:{sha256_file(f) if f.is_file() else 'absent'}\n".encode())
+    return h.hexdigest()
+
+
 @app.command()
 def downstream(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None:
     """Probe one model on the configured HEAR-format tasks (16-config grid, k-fold rules)."""
@@ -610,13 +637,19 @@ def downstream(model: ModelOpt, params: ParamsOpt = Path("params.yaml")) -> None
     embed, rate = registry_embedder(model, parse_config(_extract_section(p)),
                                     data_root=_layout(p).root)
     out = BUILD / "downstream" / model
-    cache = out / "embeddings"
+    # The embedding cache lives outside the stage's DVC output (DVC deletes outputs before a
+    # rerun): an interrupted stage resumes from its finished shards. Its fingerprint carries
+    # the model's own inputs, so a changed model never reuses old embeddings.
+    cache = BUILD / "embeddings"
+    digest = _model_digest(p, model)
     if NAT165 in cfg.tasks and _activations(model).is_file() and layout.canonical_stimuli:
         acts = load_activations(_activations(model))
         task = load_task(layout.tasks / NAT165, cfg.unseen_labels)
-        seed_cache_from_activations(task, acts.layers, acts.stimuli, model, rate, cache)
+        seed_cache_from_activations(task, acts.layers, acts.stimuli, model, rate, cache,
+                                    dtype=cfg.embed_dtype, model_digest=digest)
     scores = run_downstream(
-        model, embed, rate, layout.tasks, None, out, p.get("downstream"), cache_dir=cache
+        model, embed, rate, layout.tasks, None, out, p.get("downstream"), cache_dir=cache,
+        model_digest=digest,
     )
     _write_metrics("downstream", model, {"model": model, **scores})
 

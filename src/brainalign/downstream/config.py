@@ -20,6 +20,12 @@ PAPER_TASKS = (
 """The six HEAR tasks of the paper (folder names of the 48 kHz tarballs), in Table 1 order."""
 MINI_TASKS = ("nat165-category", "synth-pitch", "synth-multilabel")
 """The offline demo tasks built by :func:`brainalign.downstream.mini_tasks.build_mini_tasks`."""
+HEAR_BATCH_SAMPLES = 1_344_000
+"""Audio samples per embedding call in heareval (``0.7 * 120 / sample_duration * 16000 / rate``
+clips of ``sample_duration * rate`` samples: 0.7 * 120 s of 16 kHz audio at any rate)."""
+EMBED_DTYPES = ("float32", "float16")
+EXECUTION_KEYS = ("tasks", "workers", "embed_batch_size", "embed_batch_samples", "batched")
+"""Settings that change how the downstream stage runs but not its scores."""
 
 
 def _where(section: str, key: str) -> str:
@@ -53,6 +59,13 @@ def check_list(value: Any, where: str, item: Callable[[Any, str], Any]) -> tuple
     if not isinstance(value, list | tuple) or not value:
         raise InputError(where, f"expected a non-empty list, got {value!r}")
     return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def check_bool(value: Any, where: str) -> bool:
+    """true or false (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise InputError(where, f"expected true or false, got {value!r}")
+    return value
 
 
 def check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
@@ -93,16 +106,29 @@ class DownstreamConfig:
     """Probe protocol; defaults are the paper's values (paper-spec.md section 4, Downstream).
 
     ``seed`` seeds every probe fit (each fit restarts from it, so results do not depend on the
-    order of fits). ``num_threads`` fixes torch's CPU threads during fitting (None: leave as is);
-    the default 1 is fastest for these small MLPs on a shared CPU (OpenMP threads contending
-    with other processes made 2 threads 5-10x slower here) and makes CPU runs reproducible.
-    ``workers``: probe fits run in that many forked CPU processes (results are identical to
-    ``workers: 1``; ignored on CUDA). ``embed_batch_size``: clips per call of the embedder.
-    ``max_input_dim``: not in the paper (None keeps its rule); layers wider than this get the
-    per-layer PCA too (see :func:`probe.prepare_split`). ``device``: ``auto`` = CUDA when
-    available. ``metrics_backend``: ``auto`` = heareval when
-    importable. ``unseen_labels``: ``warn`` | ``error`` (see hear_tasks). ``tasks``: default task
-    folder names when the stage is called without an explicit list.
+    order of fits). ``seeds`` (not in the paper, whose protocol is one fit per configuration:
+    None = ``[seed]``): every configuration is trained once per seed, the grid selects on the
+    mean validation score over the seeds and the task reports the mean test score over the seeds
+    of the chosen configuration (per-seed scores are kept in the result JSON); a variance
+    reduction for small tasks. ``batched`` (True): the grid's configurations (and seeds, and the
+    refits on the other k-fold splits) train together as one stacked model
+    (:mod:`brainalign.downstream.batched`), each exactly the computation of its own sequential
+    fit; False = one :func:`probe.fit_probe` per fit. ``num_threads`` fixes torch's CPU threads
+    during fitting (None: leave as is); the default 1 is fastest for these small MLPs on a shared
+    CPU (OpenMP threads contending with other processes made 2 threads 5-10x slower here) and
+    makes CPU runs reproducible. ``workers``: CPU parallelism of the fits, results identical to
+    ``workers: 1``; sequential: that many forked processes; batched: that many threads, each
+    training a share of the stacked fits (ignored on CUDA). ``embed_batch_size``: at most this
+    many clips per call of the embedder; ``embed_batch_samples``: and at most this many audio
+    samples (at the model's rate) per call, always at least one clip (default: the budget of
+    heareval's ``0.7 * 120 / sample_duration * 16000 / rate`` clips per batch, 84 s of 16 kHz
+    audio; None: no bound). ``embed_dtype``: storage of the cached embeddings, ``float32``
+    (default) or ``float16`` (half the disk and memory; not in the paper, changes scores
+    slightly). ``max_input_dim``: not in the paper (None keeps its rule); layers wider than
+    this get the per-layer PCA too (see :func:`probe.prepare_split`). ``device``: ``auto`` =
+    CUDA when available. ``metrics_backend``: ``auto`` = heareval when importable.
+    ``unseen_labels``: ``warn`` | ``error`` (see hear_tasks). ``tasks``: default task folder
+    names when the stage is called without an explicit list.
     """
 
     tasks: tuple[str, ...] = PAPER_TASKS
@@ -121,6 +147,22 @@ class DownstreamConfig:
     workers: int = 1
     embed_batch_size: int = 32
     max_input_dim: int | None = None
+    seeds: tuple[int, ...] | None = None
+    batched: bool = True
+    embed_batch_samples: int | None = HEAR_BATCH_SAMPLES
+    embed_dtype: str = "float32"
+
+    @property
+    def fit_seeds(self) -> tuple[int, ...]:
+        """The seeds every configuration is trained with (``seeds``, else ``[seed]``)."""
+        return self.seeds if self.seeds is not None else (self.seed,)
+
+    def protocol(self) -> dict[str, Any]:
+        """The settings that determine the scores (recorded in each task's result JSON):
+        everything but the task list and execution details (batching, workers, embed calls)."""
+        out = {k: v for k, v in self.as_dict().items() if k not in EXECUTION_KEYS}
+        out["seeds"] = list(self.fit_seeds)
+        return out
 
     def grid(self) -> list[ProbeConfig]:
         """The grid in sklearn ``ParameterGrid`` order of the authors' code (keys sorted:
@@ -185,6 +227,22 @@ class DownstreamConfig:
             kw["num_threads"] = check_int(p["num_threads"], w("num_threads"), 1)
         if "max_input_dim" in p and p["max_input_dim"] is not None:
             kw["max_input_dim"] = check_int(p["max_input_dim"], w("max_input_dim"), 1)
+        if "seeds" in p and p["seeds"] is not None:
+            seeds = check_list(p["seeds"], w("seeds"), lambda v, wh: check_int(v, wh, 0))
+            if len(set(seeds)) != len(seeds):
+                raise InputError(w("seeds"), f"seeds must be distinct, got {list(seeds)}")
+            if "seed" in p and seeds != (kw["seed"],):
+                raise InputError(w("seeds"), f"conflicts with downstream.seed = {kw['seed']}; "
+                                 "give one of the two (seeds: [s] is the same as seed: s)")
+            kw["seeds"] = seeds
+        if "batched" in p:
+            kw["batched"] = check_bool(p["batched"], w("batched"))
+        if "embed_batch_samples" in p:
+            value = p["embed_batch_samples"]
+            kw["embed_batch_samples"] = (None if value is None
+                                         else check_int(value, w("embed_batch_samples"), 1))
+        if "embed_dtype" in p:
+            kw["embed_dtype"] = check_choice(p["embed_dtype"], w("embed_dtype"), EMBED_DTYPES)
         return cls(**kw)
 
 

@@ -145,13 +145,14 @@ class HearTask:
             return PREFERRED_SOURCE_RATE
         return max(rates)
 
-    def iter_audio(self, split: str, target_rate: int) -> Iterator[np.ndarray]:
-        """Yield the clips of ``split`` (in :attr:`split_files` order) at ``target_rate``."""
+    def iter_audio(self, split: str, target_rate: int, start: int = 0) -> Iterator[np.ndarray]:
+        """Yield the clips of ``split`` (in :attr:`split_files` order, from clip ``start``) at
+        ``target_rate``."""
         rate = self.source_rate(target_rate)
         folder = self.root / str(rate) / split
         if not folder.is_dir():
             raise InputError(folder, f"audio folder of split {split!r} not found")
-        for name in self.split_files[split]:
+        for name in self.split_files[split][start:]:
             audio, _ = read_wav(folder / name, expected_rate=rate)
             yield resample(audio, rate, target_rate)
 

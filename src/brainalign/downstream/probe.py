@@ -21,6 +21,12 @@ Protocol (paper-spec.md section 4; the authors' ``learning.MLP`` and ``run_downs
 - trainvaltest tasks: the chosen configuration's test score. k-fold tasks: the grid runs on data
   split 0 only; its winner is refit on the other splits; task score = mean of the test scores.
 
+Execution: ``downstream.batched`` (default) trains the grid as one stacked model and then the
+refits as another (:mod:`brainalign.downstream.batched`; on CPU bit-identical to the fits one
+by one), else :func:`fit_probe` per fit. ``downstream.seeds`` (not in the paper) trains every
+configuration once per seed: selection on the mean validation score over the seeds, scores =
+means over the seeds (each seed's fit is recorded too); one seed is the paper's protocol.
+
 Deviations, all documented: every fit is seeded (``torch.manual_seed(seed)`` and a seeded
 shuffling generator) and runs with ``torch.use_deterministic_algorithms(True)``; a NaN validation
 score never counts as an improvement and a configuration whose validation score is NaN is never
@@ -158,26 +164,38 @@ class Adam:
         if not live:
             return
         params = [self.params[i] for i in live]
-        grads = [p.grad for p in params]
-        exp_avg = [self.exp_avg[i] for i in live]
-        exp_avg_sq = [self.exp_avg_sq[i] for i in live]
         steps = [self.steps[i] for i in live]
-        beta1, beta2 = self.betas
         torch._foreach_add_(steps, 1)
-        if self.fused:
-            torch._fused_adam_(
-                params, grads, exp_avg, exp_avg_sq, [], steps, amsgrad=False, lr=self.lr,
-                beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.eps, maximize=False,
-                grad_scale=None, found_inf=None,
-            )
-            return
-        for p, g, m, v, t in zip(params, grads, exp_avg, exp_avg_sq, steps, strict=True):
-            step = t.item()
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            bias2_sqrt = (1 - beta2**step) ** 0.5
-            denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-            p.addcdiv_(m, denom, value=-(self.lr / (1 - beta1**step)))
+        adam_update(params, [p.grad for p in params], [self.exp_avg[i] for i in live],
+                    [self.exp_avg_sq[i] for i in live], steps, self.lr, self.betas, self.eps,
+                    self.fused)
+
+
+@torch.no_grad()
+def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor],
+                exp_avg: list[torch.Tensor], exp_avg_sq: list[torch.Tensor],
+                steps: list[torch.Tensor], lr: float, betas: tuple[float, float], eps: float,
+                fused: bool) -> None:
+    """One Adam update of each tensor in place (``steps`` already counts this step).
+
+    Elementwise per tensor, so updating views of stacked tensors gives the same values as
+    updating separate tensors of the same sizes (the batched grid relies on it).
+    """
+    beta1, beta2 = betas
+    if fused:
+        torch._fused_adam_(
+            params, grads, exp_avg, exp_avg_sq, [], steps, amsgrad=False, lr=lr,
+            beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, maximize=False,
+            grad_scale=None, found_inf=None,
+        )
+        return
+    for p, g, m, v, t in zip(params, grads, exp_avg, exp_avg_sq, steps, strict=True):
+        step = t.item()
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bias2_sqrt = (1 - beta2**step) ** 0.5
+        denom = (v.sqrt() / bias2_sqrt).add_(eps)
+        p.addcdiv_(m, denom, value=-(lr / (1 - beta1**step)))
 
 
 def _num(x: float) -> float | None:
@@ -284,11 +302,13 @@ def fit_probe(
     cfg: DownstreamConfig,
     device: torch.device,
     monitor: MetricFn | None = None,
+    seed: int | None = None,
 ) -> FitResult:
     """Train one probe with early stopping on the first metric; score valid and test.
 
     ``monitor`` computes the first metric every epoch (default: ``metrics``' first entry);
-    the reported scores always come from ``metrics``.
+    the reported scores always come from ``metrics``. ``seed`` (default ``cfg.seed``) seeds the
+    initialisation, the dropout masks and the shuffling.
     """
     start_time = time.perf_counter()
     multilabel = prediction_type == "multilabel"
@@ -297,8 +317,9 @@ def fit_probe(
     n_layers, dim = inputs.x_train.shape[1:]
     n_labels = inputs.y_train.shape[1]
 
-    torch.manual_seed(cfg.seed)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    seed = cfg.seed if seed is None else seed
+    torch.manual_seed(seed)
+    shuffle_gen = torch.Generator().manual_seed(seed)
     model = LayerWeightedMLP(n_layers, dim, conf.hidden_dims, n_labels, cfg.dropout,
                              conf.initialization).to(device)
     optimiser = Adam(list(model.parameters()), lr=conf.lr)
@@ -380,6 +401,7 @@ class _Job:
     conf: ProbeConfig
     cfg: DownstreamConfig
     device: str
+    seed: int = 0
 
 
 _SHARED_INPUTS: dict[int, SplitInputs] = {}
@@ -390,7 +412,7 @@ def _run_job(job: _Job) -> FitResult:
     with deterministic_torch(job.cfg.num_threads, device):
         metrics = {m: get_metric(m, job.backend) for m in job.evaluation}
         return fit_probe(_SHARED_INPUTS[job.inputs_key], job.prediction_type, metrics, job.conf,
-                         job.cfg, device, monitor=get_monitor(job.evaluation[0]))
+                         job.cfg, device, monitor=get_monitor(job.evaluation[0]), seed=job.seed)
 
 
 def _run_jobs(jobs: list[_Job], workers: int, bar: tqdm) -> list[FitResult]:
@@ -412,10 +434,52 @@ def _run_jobs(jobs: list[_Job], workers: int, bar: tqdm) -> list[FitResult]:
     return [r for r in results if r is not None]
 
 
-def evaluate_task(
-    task: HearTask, emb: TaskEmbeddings, cfg: DownstreamConfig, progress: bool = True
-) -> dict[str, Any]:
-    """Grid search + split rules on one task; returns the JSON-ready result record."""
+@dataclass
+class SeedFits:
+    """One configuration's fits on one data split, one per seed."""
+
+    config: ProbeConfig
+    seeds: tuple[int, ...]
+    fits: list[FitResult]
+
+    def mean(self, which: str, metric: str) -> float:
+        """Mean over the seeds of the ``valid`` or ``test`` score ``metric`` (NaN if any is)."""
+        return float(np.mean([getattr(f, which)[metric] for f in self.fits]))
+
+    def record(self) -> dict[str, Any]:
+        """The fit's record; with several seeds the means and a record per seed."""
+        if len(self.fits) == 1:
+            return self.fits[0].record()
+        metrics = list(self.fits[0].valid)
+        return {
+            "config": self.config.as_dict(),
+            "valid": {m: _num(self.mean("valid", m)) for m in metrics},
+            "test": {m: _num(self.mean("test", m)) for m in metrics},
+            "seeds": [{"seed": s, **{k: v for k, v in f.record().items() if k != "config"}}
+                      for s, f in zip(self.seeds, self.fits, strict=True)],
+        }
+
+
+def select_best_mean(results: list[SeedFits], metric: str) -> int:
+    """Index of the best mean validation score over seeds (first of ties; NaN never wins)."""
+    best, best_score = 0, -math.inf
+    for i, r in enumerate(results):
+        v = r.mean("valid", metric)
+        if v > best_score:
+            best, best_score = i, v
+    if not math.isfinite(best_score):
+        log.warning("no configuration has a finite validation %s; choosing the first", metric)
+    return best
+
+
+def _group(fits: list[FitResult], confs: list[ProbeConfig], seeds: tuple[int, ...]
+           ) -> list[SeedFits]:
+    """Fits listed configuration-major, seed-minor -> one SeedFits per configuration."""
+    k = len(seeds)
+    return [SeedFits(c, seeds, fits[i * k:(i + 1) * k]) for i, c in enumerate(confs)]
+
+
+def _check_embeddings(task: HearTask, emb: TaskEmbeddings) -> None:
     if set(emb.splits) != set(task.splits):
         raise InputError(f"embeddings of {task.name}", f"splits {sorted(emb.splits)} do not match "
                          f"the task's {sorted(task.splits)}")
@@ -425,43 +489,42 @@ def evaluate_task(
                 raise InputError(f"embeddings of {task.name}", f"split {s!r} layer {layer!r} has "
                                  f"{emb.splits[s][layer].shape[0]} rows for "
                                  f"{len(task.split_files[s])} files")
+
+
+def evaluate_task(
+    task: HearTask, emb: TaskEmbeddings, cfg: DownstreamConfig, progress: bool = True,
+    batched_mode: str = "auto",
+) -> dict[str, Any]:
+    """Grid search + split rules on one task; returns the JSON-ready result record.
+
+    ``cfg.batched`` trains the grid (and then the refits on the other splits) with
+    :func:`brainalign.downstream.batched.fit_members`, else one :func:`fit_probe` per fit;
+    ``batched_mode`` is its ``mode`` (``auto``: bit-identical on CPU, fast on CUDA).
+    """
+    _check_embeddings(task, emb)
     backend = resolve_backend(cfg.metrics_backend)
     for m in task.evaluation:
         get_metric(m, backend)  # validates names; imports heareval before any fork
     primary = task.evaluation[0]
     unseen = check_unseen_labels(task, cfg.unseen_labels)
     device = resolve_device(cfg.device)
-    workers = cfg.workers if device.type == "cpu" else 1
     data_splits = task.data_splits()
     grid = cfg.grid()
+    seeds = cfg.fit_seeds
     t0 = time.perf_counter()
-
-    def job(key: int, conf: ProbeConfig) -> _Job:
-        return _Job(key, task.prediction_type, task.evaluation, backend, conf, cfg, str(device))
-
-    with tqdm(total=len(grid) + len(data_splits) - 1, desc=f"probe {emb.model}/{task.name}",
-              leave=False, disable=not progress) as bar:
-        try:
-            _SHARED_INPUTS[0] = prepare_split(task, emb, data_splits[0], cfg.max_input_dim)
-            pca = [_SHARED_INPUTS[0].pca_components]
-            grid_results = _run_jobs([job(0, conf) for conf in grid], workers, bar)
-            chosen = select_best(grid_results, primary)
-            _SHARED_INPUTS.clear()
-            split_results = [grid_results[chosen]]
-            # one split's inputs in memory at a time unless fits run in parallel
-            batches = [data_splits[1:]] if workers > 1 else [[ds] for ds in data_splits[1:]]
-            for batch in batches:
-                for ds in batch:
-                    _SHARED_INPUTS[ds.index] = prepare_split(task, emb, ds, cfg.max_input_dim)
-                    pca.append(_SHARED_INPUTS[ds.index].pca_components)
-                split_results += _run_jobs([job(ds.index, grid[chosen]) for ds in batch],
-                                           workers, bar)
-                _SHARED_INPUTS.clear()
-        finally:
-            _SHARED_INPUTS.clear()
-    scores = {m: float(np.mean([r.test[m] for r in split_results])) for m in task.evaluation}
+    n_fits = (len(grid) + len(data_splits) - 1) * len(seeds)
+    with tqdm(total=n_fits, desc=f"probe {emb.model}/{task.name}", leave=False,
+              disable=not progress) as bar:
+        if cfg.batched:
+            grid_results, chosen, split_results, pca = _evaluate_batched(
+                task, emb, cfg, backend, device, data_splits, grid, seeds, bar, batched_mode)
+        else:
+            grid_results, chosen, split_results, pca = _evaluate_sequential(
+                task, emb, cfg, backend, device, data_splits, grid, seeds, bar)
+    scores = {m: float(np.mean([r.mean("test", m) for r in split_results]))
+              for m in task.evaluation}
     log.info("%s/%s: %s = %.4f (%d fits, %.1f s)", emb.model, task.name, primary,
-             scores[primary], len(grid) + len(data_splits) - 1, time.perf_counter() - t0)
+             scores[primary], n_fits, time.perf_counter() - t0)
     return {
         "model": emb.model,
         "task": task.name,
@@ -476,8 +539,7 @@ def evaluate_task(
         "layer_dims": emb.layer_dims(),
         "pca_components": pca,
         "unseen_labels": {str(k): v for k, v in unseen.items()},
-        "protocol": {k: v for k, v in cfg.as_dict().items()
-                     if k not in ("tasks", "workers", "embed_batch_size")},
+        "protocol": cfg.protocol(),
         "grid": [r.record() for r in grid_results],
         "chosen_index": chosen,
         "chosen_config": grid[chosen].as_dict(),
@@ -487,3 +549,72 @@ def evaluate_task(
         "score": _num(scores[primary]),
         "scores": {m: _num(v) for m, v in scores.items()},
     }
+
+
+def _evaluate_sequential(
+    task: HearTask, emb: TaskEmbeddings, cfg: DownstreamConfig, backend: str,
+    device: torch.device, data_splits: list[DataSplit], grid: list[ProbeConfig],
+    seeds: tuple[int, ...], bar: tqdm,
+) -> tuple[list[SeedFits], int, list[SeedFits], list[int | None]]:
+    """One fit_probe per (configuration, seed), optionally in forked workers."""
+    workers = cfg.workers if device.type == "cpu" else 1
+
+    def job(key: int, conf: ProbeConfig, seed: int) -> _Job:
+        return _Job(key, task.prediction_type, task.evaluation, backend, conf, cfg, str(device),
+                    seed)
+
+    try:
+        _SHARED_INPUTS[0] = prepare_split(task, emb, data_splits[0], cfg.max_input_dim)
+        pca = [_SHARED_INPUTS[0].pca_components]
+        fits = _run_jobs([job(0, c, s) for c in grid for s in seeds], workers, bar)
+        grid_results = _group(fits, grid, seeds)
+        chosen = select_best_mean(grid_results, task.evaluation[0])
+        _SHARED_INPUTS.clear()
+        split_results = [grid_results[chosen]]
+        # one split's inputs in memory at a time unless fits run in parallel
+        batches = [data_splits[1:]] if workers > 1 else [[ds] for ds in data_splits[1:]]
+        for batch in batches:
+            for ds in batch:
+                _SHARED_INPUTS[ds.index] = prepare_split(task, emb, ds, cfg.max_input_dim)
+                pca.append(_SHARED_INPUTS[ds.index].pca_components)
+            fits = _run_jobs([job(ds.index, grid[chosen], s) for ds in batch for s in seeds],
+                             workers, bar)
+            split_results += _group(fits, [grid[chosen]] * len(batch), seeds)
+            _SHARED_INPUTS.clear()
+    finally:
+        _SHARED_INPUTS.clear()
+    return grid_results, chosen, split_results, pca
+
+
+def _evaluate_batched(
+    task: HearTask, emb: TaskEmbeddings, cfg: DownstreamConfig, backend: str,
+    device: torch.device, data_splits: list[DataSplit], grid: list[ProbeConfig],
+    seeds: tuple[int, ...], bar: tqdm, mode: str,
+) -> tuple[list[SeedFits], int, list[SeedFits], list[int | None]]:
+    """The grid (x seeds) as one batched run on split 0, then every other split's refits as
+    another (all those splits' inputs in memory together)."""
+    from brainalign.downstream.batched import Member, fit_members
+
+    metrics = {m: get_metric(m, backend) for m in task.evaluation}
+    primary = task.evaluation[0]
+
+    def run(inputs: dict[int, SplitInputs], members: list[Member]) -> list[FitResult]:
+        with deterministic_torch(cfg.num_threads, device):
+            return fit_members(inputs, members, task.prediction_type, metrics, primary, cfg,
+                               device, mode=mode, on_done=lambda _: bar.update(1))
+
+    first = prepare_split(task, emb, data_splits[0], cfg.max_input_dim)
+    pca = [first.pca_components]
+    fits = run({0: first}, [Member(c, s, 0) for c in grid for s in seeds])
+    del first
+    grid_results = _group(fits, grid, seeds)
+    chosen = select_best_mean(grid_results, primary)
+    split_results = [grid_results[chosen]]
+    if len(data_splits) > 1:
+        inputs = {ds.index: prepare_split(task, emb, ds, cfg.max_input_dim)
+                  for ds in data_splits[1:]}
+        pca += [inputs[ds.index].pca_components for ds in data_splits[1:]]
+        fits = run(inputs, [Member(grid[chosen], s, ds.index) for ds in data_splits[1:]
+                            for s in seeds])
+        split_results += _group(fits, [grid[chosen]] * (len(data_splits) - 1), seeds)
+    return grid_results, chosen, split_results, pca

@@ -41,6 +41,7 @@ def run_downstream(
     params: Mapping[str, Any] | None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    model_digest: str = "",
 ) -> dict[str, float | None]:
     """Evaluate ``model_name`` on each task folder ``<tasks_root>/<task>``.
 
@@ -48,9 +49,11 @@ def run_downstream(
     of every candidate layer; clips are passed at ``sample_rate`` (the model's rate).
     ``task_names`` None uses ``params.tasks``. Embeddings are cached in
     ``<cache_dir>/<model>/<task>.npz`` (default ``<out_dir>/embeddings``; point it outside
-    DVC-tracked outputs to keep it between runs). The embedder runs with torch's CPU threads set
-    to ``params.num_threads`` (None leaves them). Returns ``{task: score}`` (the task's first
-    metric, mean over splits).
+    DVC-tracked outputs to keep it between runs), written incrementally while they are computed
+    so that an interrupted run resumes (see :mod:`embeddings`). The embedder runs with torch's
+    CPU threads set to ``params.num_threads`` (None leaves them). Returns ``{task: score}`` (the
+    task's first metric, mean over splits, mean over ``params.seeds``). ``model_digest`` enters
+    the caches' fingerprint (what fixes the model: code, weights, extraction settings).
     """
     cfg = DownstreamConfig.from_params(params)
     _check_name(model_name, "model_name")
@@ -77,7 +80,8 @@ def run_downstream(
         t0 = time.perf_counter()
         with torch_threads(cfg.num_threads):
             emb = task_embeddings(task, model_name, embed, sample_rate, cache,
-                                  cfg.embed_batch_size, progress)
+                                  cfg.embed_batch_size, progress, cfg.embed_batch_samples,
+                                  cfg.embed_dtype, model_digest=model_digest)
         result = evaluate_task(task, emb, cfg, progress=progress)
         result["sample_rate"] = sample_rate
         write_json(out_dir / f"{task.name}.json", result)
