@@ -40,6 +40,17 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def temp_dir(prefix: str, parent: str | Path) -> Path:
+    """A new temporary folder in ``parent`` (to be renamed into place) with the usual mode.
+
+    ``tempfile.mkdtemp`` makes 0700 folders; a folder that becomes an output (a task, an
+    unpacked archive) must be readable as any other output is (umask mode, 0755 by default).
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Atomically write ``data`` to ``path``."""
     with atomic_path(path) as tmp:

@@ -248,6 +248,25 @@ def test_seeds_select_on_the_mean_and_report_per_seed(tmp_path: Path) -> None:
     assert json.dumps(sequential, sort_keys=True) == json.dumps(res, sort_keys=True)
 
 
+def test_task_seeds_replace_the_seeds_of_one_task(tmp_path: Path) -> None:
+    task = load_task(_toy(tmp_path, "t", False, True))
+    emb = compute_embeddings(task, "toy", band_embedder(), 16_000, progress=False)
+    cfg = DownstreamConfig.from_params({**SMALL, "task_seeds": {task.name: [0, 5, 9]}})
+    assert cfg.seeds_for(task.name) == (0, 5, 9) and cfg.seeds_for("other") == (0,)
+    res = evaluate_task(task, emb, cfg, progress=False)
+    seeded = evaluate_task(task, emb, DownstreamConfig.from_params({**SMALL, "seeds": [0, 5, 9]}),
+                           progress=False)
+    assert res["protocol"]["seeds"] == [0, 5, 9]
+    assert res["protocol"]["task_seeds"] == {task.name: [0, 5, 9]}
+    for key in ("grid", "splits", "chosen_index", "score", "scores"):
+        assert json.dumps(res[key], sort_keys=True) == json.dumps(seeded[key], sort_keys=True)
+    for bad, message in [({"task_seeds": [0]}, "mapping"), ({"task_seeds": {"t": [1, 1]}},
+                                                            "distinct"),
+                         ({"task_seeds": {"a/b": [0]}}, "task folder name")]:
+        with pytest.raises(InputError, match=message):
+            DownstreamConfig.from_params(bad)
+
+
 def test_params_seeds_batched_embed() -> None:
     cfg = DownstreamConfig.from_params({"seeds": [3, 1], "batched": False,
                                         "embed_batch_samples": None, "embed_dtype": "float16"})

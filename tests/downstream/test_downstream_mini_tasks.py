@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -52,6 +54,14 @@ def test_nat165_task(built: Path, github_inputs: dict[str, Path]) -> None:
     assert [fold_of[n] for n in ordered] == folds.tolist()
     info = sf.info(str(built / NAT165 / "16000" / "fold00" / task.split_files["fold00"][0]))
     assert (info.samplerate, info.channels, info.frames) == (16_000, 1, 32_000)
+
+
+def test_task_folders_have_the_usual_mode(built: Path) -> None:
+    # mkdtemp makes 0700 folders; a task folder is an output like any file (umask mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in (NAT165, SYNTH_PITCH, SYNTH_MULTILABEL):
+        assert stat.S_IMODE((built / name).stat().st_mode) == 0o777 & ~umask, name
 
 
 def test_synth_pitch_task(built: Path) -> None:

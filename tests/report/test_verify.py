@@ -140,6 +140,9 @@ def test_kinds() -> None:
     assert kind_of("report.json", "models.fcpe.overall") == "overall"
     assert kind_of("report.json", "models.fcpe.reg_nh2015") == "alignment"
     assert kind_of("correlations.json", "table1.all.reg_b2021.Overall") == "correlation"
+    # Fig. 3 correlates alignment measures with each other: the alignment tolerance
+    assert kind_of("correlations.json", "fig3.reg_nh2015~rsa_nh2015") == "alignment"
+    assert kind_of("correlations.json", "fig6.reg_b2021.r") == "correlation"
     assert kind_of("extract/fcpe.json", "layer_dims.conv1") == "extract"
 
 

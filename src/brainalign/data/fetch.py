@@ -45,7 +45,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 import zipfile
 import zlib
@@ -56,7 +55,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from brainalign.atomic import atomic_path, write_text
+from brainalign.atomic import atomic_path, temp_dir, write_text
 from brainalign.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -573,7 +572,7 @@ def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
             for member in members:
                 _safe_member_name(archive, member)
             dest_dir.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
+            tmp = temp_dir(f".{dest_dir.name}.", dest_dir.parent)
             try:
                 # Members were vetted above; the "data" filter (Python >= 3.11.4) adds a second
                 # line of defence where the interpreter has it (Debian bookworm's 3.11.2 does not).

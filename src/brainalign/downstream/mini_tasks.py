@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from brainalign.atomic import write_json
+from brainalign.atomic import temp_dir, write_json
 from brainalign.data.folds import load_folds
 from brainalign.data.stimuli import load_stimuli
 from brainalign.downstream.config import check_float, check_int, check_keys
@@ -122,7 +121,7 @@ class _TaskWriter:
     def __init__(self, out_root: Path, name: str, rate: int) -> None:
         self.final = out_root / name
         out_root.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_root))
+        self.tmp = temp_dir(f".{name}.", out_root)
         self.rate = rate
         self.splits: dict[str, dict[str, list[str]]] = {}
 

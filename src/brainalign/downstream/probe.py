@@ -510,7 +510,7 @@ def evaluate_task(
     device = resolve_device(cfg.device)
     data_splits = task.data_splits()
     grid = cfg.grid()
-    seeds = cfg.fit_seeds
+    seeds = cfg.seeds_for(task.name)
     t0 = time.perf_counter()
     n_fits = (len(grid) + len(data_splits) - 1) * len(seeds)
     with tqdm(total=n_fits, desc=f"probe {emb.model}/{task.name}", leave=False,
@@ -539,7 +539,7 @@ def evaluate_task(
         "layer_dims": emb.layer_dims(),
         "pca_components": pca,
         "unseen_labels": {str(k): v for k, v in unseen.items()},
-        "protocol": cfg.protocol(),
+        "protocol": cfg.protocol(task.name),
         "grid": [r.record() for r in grid_results],
         "chosen_index": chosen,
         "chosen_config": grid[chosen].as_dict(),

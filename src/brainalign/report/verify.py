@@ -41,9 +41,9 @@ class VerifyConfig:
 
     reference: str = "HEAD"
     alignment_atol: float = 1e-4
-    downstream_atol: float = 0.05
-    overall_atol: float = 0.25
-    correlation_atol: float = 0.1
+    downstream_atol: float = 0.08
+    overall_atol: float = 0.35
+    correlation_atol: float = 0.11
 
     def __post_init__(self) -> None:
         for name in ("alignment_atol", "downstream_atol", "overall_atol", "correlation_atol"):
@@ -94,7 +94,9 @@ def kind_of(file: str, key: str) -> str:
     if top == "pretraining.json":
         return "alignment"
     if top == "correlations.json":
-        return "correlation" if key.startswith(("table1", "fig3", "fig6")) else "count"
+        if key.startswith("fig3"):  # between alignment measures only: no probe in them
+            return "alignment"
+        return "correlation" if key.startswith(("table1", "fig6")) else "count"
     if top == "report.json":
         if key.endswith(".overall"):
             return "overall"
