@@ -238,9 +238,7 @@ class DownstreamConfig:
         if "max_input_dim" in p and p["max_input_dim"] is not None:
             kw["max_input_dim"] = check_int(p["max_input_dim"], w("max_input_dim"), 1)
         if "seeds" in p and p["seeds"] is not None:
-            seeds = check_list(p["seeds"], w("seeds"), lambda v, wh: check_int(v, wh, 0))
-            if len(set(seeds)) != len(seeds):
-                raise InputError(w("seeds"), f"seeds must be distinct, got {list(seeds)}")
+            seeds = _distinct_seeds(p["seeds"], w("seeds"))
             if "seed" in p and seeds != (kw["seed"],):
                 raise InputError(w("seeds"), f"conflicts with downstream.seed = {kw['seed']}; "
                                  "give one of the two (seeds: [s] is the same as seed: s)")
@@ -260,8 +258,6 @@ class DownstreamConfig:
 
 def _distinct_seeds(value: Any, where: str) -> tuple[int, ...]:
     seeds = check_list(value, where, lambda v, wh: check_int(v, wh, 0))
-    if not seeds:
-        raise InputError(where, "expected at least one seed")
     if len(set(seeds)) != len(seeds):
         raise InputError(where, f"seeds must be distinct, got {list(seeds)}")
     return seeds
